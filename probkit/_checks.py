@@ -1,0 +1,135 @@
+"""Input validation shared by every public entry point.
+
+Each helper checks one property of one user-supplied argument eagerly (outside ``jit``)
+and raises a :class:`ValueError` (or :class:`TypeError`) whose message starts with the
+argument's name, says what was expected and what came. Nothing here imports the rest of
+probkit, so every floor of the package may use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+__all__ = [
+    "as_array",
+    "check_finite",
+    "check_key",
+    "check_positive",
+    "check_positive_int",
+    "check_same_length",
+    "check_sorted",
+]
+
+
+def as_array(name: str, value, *, ndim: int | Sequence[int] | None = None,
+             dtype=None) -> np.ndarray:
+    """Convert ``value`` to a NumPy array and check its number of dimensions.
+
+    Parameters
+    ----------
+    name : str
+        Argument name used in the error message.
+    value : array_like
+        User data.
+    ndim : int or sequence of int, optional
+        Allowed numbers of dimensions.
+    dtype : numpy dtype, optional
+        Dtype to convert to (default: keep a float dtype, convert integers to float64).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name}: expected concrete data, got a traced value; "
+                        "call this function outside jax.jit")
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: could not convert to a numeric array ({err})") from None
+    if dtype is None and not np.issubdtype(arr.dtype, np.floating):
+        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+            raise ValueError(f"{name}: expected numeric data, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            raise ValueError(f"{name}: expected an array with ndim in {allowed}, "
+                             f"got shape {arr.shape}")
+    return arr
+
+
+def check_finite(name: str, value, *, allow_nan: bool = False) -> np.ndarray:
+    """Raise ``ValueError`` if ``value`` holds inf, or NaN unless ``allow_nan``.
+
+    Returns the input as a NumPy array.
+    """
+    arr = as_array(name, value)
+    if arr.size == 0:
+        raise ValueError(f"{name}: expected non-empty data, got shape {arr.shape}")
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+    if np.any(bad):
+        what = "inf" if allow_nan else "NaN or inf"
+        raise ValueError(f"{name}: contains {what} at {int(np.sum(bad))} entries "
+                         f"(first at index {tuple(int(i) for i in np.argwhere(bad)[0])})")
+    return arr
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
+    """Raise ``ValueError`` unless every entry of ``value`` is finite and > 0 (>= 0)."""
+    arr = as_array(name, value)
+    ok = np.isfinite(arr) & ((arr >= 0) if allow_zero else (arr > 0))
+    if not np.all(ok):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name}: must be finite and {bound}, got {arr if arr.size < 8 else arr.ravel()[:8]}")
+    return arr
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+    """Raise ``ValueError`` unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_same_length(**arrays) -> int:
+    """Raise ``ValueError`` unless all given arrays share their leading dimension."""
+    lengths = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        desc = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise ValueError(f"{', '.join(lengths)}: lengths differ ({desc})")
+    return next(iter(lengths.values()))
+
+
+def check_sorted(name: str, value, *, strict: bool = True) -> np.ndarray:
+    """Raise ``ValueError`` unless a 1-D array is (strictly) increasing."""
+    arr = check_finite(name, as_array(name, value, ndim=1))
+    d = np.diff(arr)
+    bad = d <= 0 if strict else d < 0
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        kind = "strictly increasing (no duplicates)" if strict else "non-decreasing"
+        raise ValueError(f"{name}: must be {kind}; entry {i + 1} ({arr[i + 1]}) "
+                         f"follows {arr[i]}")
+    return arr
+
+
+def check_key(name: str, key) -> jax.Array:
+    """Raise ``TypeError``-free ``ValueError`` unless ``key`` is a JAX PRNG key.
+
+    Both new-style typed keys (``jax.random.key``) and raw ``uint32[2]`` keys
+    (``jax.random.PRNGKey``) are accepted.
+    """
+    if isinstance(key, jax.Array | np.ndarray):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return key
+        if key.dtype == np.uint32 and key.shape == (2,):
+            return jax.numpy.asarray(key)
+    raise ValueError(f"{name}: expected a JAX PRNG key (jax.random.key(0) or "
+                     f"jax.random.PRNGKey(0)), got {type(key).__name__} "
+                     f"{getattr(key, 'dtype', '')}{getattr(key, 'shape', '')}")

@@ -1,0 +1,1 @@
+"""Model families, each a set of NumPyro models plus its natural engine."""

@@ -1,0 +1,154 @@
+"""The one result type that every probkit engine returns, and its conversion to ArviZ.
+
+A :class:`Result` is a plain container of NumPy arrays grouped the way ArviZ groups them:
+
+* ``posterior``: ``{site: (chain, draw, *event)}`` constrained draws (and deterministic sites);
+* ``sample_stats``: ``{stat: (chain, draw)}`` e.g. ``diverging``, ``acceptance_rate``,
+  ``step_size``, ``tree_depth``, ``n_steps``, ``energy``, ``lp``;
+* ``observed_data``: ``{site: (*shape)}``;
+* ``log_likelihood``: ``{site: (chain, draw, *obs_shape)}`` pointwise, for ``az.loo``;
+* ``posterior_predictive``: ``{site: (chain, draw, *obs_shape)}``;
+* ``attrs``: free-form metadata (engine name, timings, settings).
+
+Engines that produce predictive moments rather than posterior draws (message passing,
+PFN) store draws of the predictive in ``posterior_predictive`` with one chain.
+
+Examples
+--------
+>>> import numpy as np
+>>> from probkit.result import Result
+>>> r = Result(posterior={"mu": np.random.default_rng(0).normal(size=(2, 100))})
+>>> idata = r.to_arviz()
+>>> sorted(idata.groups())
+['posterior']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Result", "to_inference_data"]
+
+_GROUPS = ("posterior", "sample_stats", "log_likelihood", "posterior_predictive",
+           "observed_data")
+
+
+def _as_numpy_dict(d: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    return {} if d is None else {k: np.asarray(v) for k, v in d.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """Draws, sample statistics and data of one inference run.
+
+    Parameters
+    ----------
+    posterior : dict of str to array
+        Draws per site with leading ``(chain, draw)`` axes.
+    sample_stats : dict of str to array, optional
+        Per-draw sampler statistics with shape ``(chain, draw)``.
+    observed_data : dict of str to array, optional
+        The data that were conditioned on.
+    log_likelihood : dict of str to array, optional
+        Pointwise log-likelihood per observed site, ``(chain, draw, *obs_shape)``.
+    posterior_predictive : dict of str to array, optional
+        Replicated data, ``(chain, draw, *obs_shape)``.
+    attrs : dict, optional
+        Metadata such as the engine name and wall times.
+    """
+
+    posterior: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    sample_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    observed_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    log_likelihood: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    posterior_predictive: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for group in _GROUPS:
+            object.__setattr__(self, group, _as_numpy_dict(getattr(self, group)))
+        for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+            for name, value in getattr(self, group).items():
+                if value.ndim < 2:
+                    raise ValueError(f"{group}[{name!r}]: expected leading (chain, draw) "
+                                     f"axes, got shape {value.shape}")
+
+    @property
+    def num_chains(self) -> int:
+        """Number of chains (leading axis of the draws)."""
+        first = next(iter(self.posterior.values()), None)
+        if first is None:
+            first = next(iter(self.posterior_predictive.values()))
+        return int(first.shape[0])
+
+    @property
+    def num_draws(self) -> int:
+        """Number of draws per chain."""
+        first = next(iter(self.posterior.values()), None)
+        if first is None:
+            first = next(iter(self.posterior_predictive.values()))
+        return int(first.shape[1])
+
+    def get_samples(self, group_by_chain: bool = False) -> dict[str, np.ndarray]:
+        """Posterior draws, like ``numpyro.infer.MCMC.get_samples``.
+
+        With ``group_by_chain=False`` the chain and draw axes are merged.
+        """
+        if group_by_chain:
+            return dict(self.posterior)
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.posterior.items()}
+
+    def to_arviz(self):
+        """Convert to an ArviZ ``InferenceData`` (ArviZ < 1) or ``DataTree`` (ArviZ >= 1)."""
+        return to_inference_data({g: getattr(self, g) for g in _GROUPS}, self.attrs)
+
+    def summary(self, var_names=None, **kwargs) -> str:
+        """Print and return ArviZ's summary table (mean, sd, interval, ESS, R-hat)."""
+        import arviz as az
+
+        table = az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+        text = table.to_string()
+        print(text)
+        return text
+
+
+def _arviz_major() -> int:
+    import arviz as az
+
+    return int(az.__version__.split(".")[0])
+
+
+def _attrs_for_netcdf(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep only metadata that netCDF can store (numbers and strings)."""
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, str | int | float | bool | np.number):
+            out[k] = v.item() if isinstance(v, np.number) else v
+        else:
+            out[k] = str(v)
+    return out
+
+
+def to_inference_data(groups: Mapping[str, Mapping[str, Any]], attrs: Mapping[str, Any]
+                      | None = None):
+    """Build ArviZ data from a plain dict of groups, on either major ArviZ version.
+
+    ArviZ 0.x takes one keyword per group in ``az.from_dict``; ArviZ 1.x takes a single
+    dict of groups and returns an xarray ``DataTree``. Empty groups are dropped.
+    """
+    import arviz as az
+
+    present = {g: dict(v) for g, v in groups.items() if v}
+    meta = _attrs_for_netcdf(attrs or {})
+    if _arviz_major() >= 1:  # pragma: no cover - exercised on Python >= 3.12
+        tree = az.from_dict(present)
+        tree.attrs.update(meta)
+        return tree
+    idata = az.from_dict(**present)
+    for group in idata.groups():
+        getattr(idata, group).attrs.update(meta)
+    return idata
