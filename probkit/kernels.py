@@ -31,11 +31,16 @@ Examples
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["Kernel", "Stationary", "RBF", "Matern12", "Matern32", "Matern52", "as_2d"]
+from probkit._checks import check_positive, check_positive_int
+
+__all__ = ["Kernel", "Stationary", "RBF", "Matern12", "Matern32", "Matern52", "NNGP", "as_2d"]
 
 
 def as_2d(x: Array) -> Array:
@@ -134,3 +139,185 @@ class Matern52(Stationary):
     def profile(self, r: Array) -> Array:
         s = jnp.sqrt(5.0) * r
         return (1.0 + s + s**2 / 3.0) * jnp.exp(-s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Infinite-width neural-network kernels
+# ---------------------------------------------------------------------------------------------
+
+_NNGP_ACTIVATIONS = ("relu", "erf")
+# Correlations are clamped to +-(1 - _RHO_CLAMP) before arccos/arcsin: their derivatives are
+# infinite at +-1 (duplicate inputs), the clamp keeps gradients finite at a relative error of
+# about _RHO_CLAMP in the affected entries. Diagonals never go through it (closed forms below).
+_RHO_CLAMP = 1e-7
+
+
+def _is_concrete(value) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def _relu_expectation(q1: Array, q2: Array, c: Array) -> Array:
+    """E[relu(u) relu(v)] for centred Gaussians with Var u = q1, Var v = q2, Cov = c.
+
+    Arc-cosine kernel of degree 1 (Cho & Saul 2009):
+    sqrt(q1 q2)/(2 pi) (sin t + (pi - t) cos t), t = arccos(c / sqrt(q1 q2)).
+    """
+    norm = jnp.sqrt(q1 * q2)
+    safe = jnp.where(norm > 0, norm, 1.0)
+    rho = jnp.clip(c / safe, -1.0 + _RHO_CLAMP, 1.0 - _RHO_CLAMP)
+    theta = jnp.arccos(rho)
+    val = norm / (2.0 * math.pi) * (jnp.sqrt(1.0 - rho**2) + (math.pi - theta) * rho)
+    return jnp.where(norm > 0, val, 0.0)
+
+
+def _erf_expectation(q1: Array, q2: Array, c: Array) -> Array:
+    """E[erf(u) erf(v)] = (2/pi) arcsin(2c / sqrt((1+2q1)(1+2q2))) (Williams 1997).
+
+    Written as (2/pi) atan2(2c, sqrt((1+2q1)(1+2q2) - 4c^2)), with the ratio clamped.
+    """
+    den = jnp.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
+    rho = jnp.clip(2.0 * c / den, -1.0 + _RHO_CLAMP, 1.0 - _RHO_CLAMP)
+    return (2.0 / math.pi) * jnp.arcsin(rho)
+
+
+def _relu_diag(q: Array) -> Array:
+    return 0.5 * q
+
+
+def _erf_diag(q: Array) -> Array:
+    return (2.0 / math.pi) * jnp.arcsin(2.0 * q / (1.0 + 2.0 * q))
+
+
+class NNGP(Kernel):
+    r"""Infinite-width limit of a fully connected network with ``depth`` hidden layers.
+
+    For a network :math:`h^1 = \sigma_w W^1 x/\sqrt d + \sigma_b b^1`,
+    :math:`h^{l+1} = \sigma_w W^{l+1}\phi(h^l)/\sqrt{N} + \sigma_b b^{l+1}` and readout
+    :math:`f = \sigma_{L+1} w^\top \phi(h^L)/\sqrt N` (no readout bias) with standard normal
+    weights, the output converges as :math:`N\to\infty` to a GP with covariance
+
+    .. math::
+
+        K_1 = \sigma_b^2 + \sigma_w^2\, x^\top x'/d, \qquad
+        K_{l+1} = \sigma_b^2 + \sigma_w^2\, E_l, \qquad
+        K = \sigma_{L+1}^2 E_L,
+
+    where :math:`E_l = \mathbb E[\phi(u)\phi(v)]` for :math:`(u, v)` centred Gaussian with
+    covariance :math:`[[K_l(x,x), K_l(x,x')], [K_l(x,x'), K_l(x',x')]]`
+    (Neal 1996; Lee et al. 2018; Matthews et al. 2018). Closed forms:
+
+    * ReLU (arc-cosine, Cho & Saul 2009): :math:`E = \frac{\sqrt{q_1 q_2}}{2\pi}
+      (\sin\theta + (\pi-\theta)\cos\theta)`, :math:`\theta=\arccos(c/\sqrt{q_1q_2})`;
+      diagonal :math:`q/2`.
+    * erf (arcsine, Williams 1997): :math:`E = \frac{2}{\pi}\arcsin\frac{2c}
+      {\sqrt{(1+2q_1)(1+2q_2)}}`; diagonal :math:`\frac2\pi\arcsin\frac{2q}{1+2q}`.
+
+    Diagonals are propagated with their exact closed forms; off-diagonal correlations are
+    clamped to :math:`\pm(1-10^{-7})` so that gradients stay finite at duplicate inputs.
+    When called as ``k(x, x)`` with the same array object the diagonal of every layer is
+    set to its exact value. Compute in float64 (inside ``jax.enable_x64(True)``) where the
+    Gram matrix is factorised.
+
+    Parameters
+    ----------
+    depth : int
+        Number of hidden layers :math:`L \ge 1`.
+    activation : {"relu", "erf"}
+    weight_variance : float
+        :math:`\sigma_w^2 > 0` of the hidden layers (2 is He initialisation for ReLU).
+    bias_variance : float
+        :math:`\sigma_b^2 > 0` (use a small value such as 1e-8 for "no bias").
+    last_weight_variance : float
+        Readout weight variance :math:`\sigma_{L+1}^2 > 0`; set it to 1 when a random scale
+        multiplies the kernel (scale-mixture NNGP).
+
+    Raises
+    ------
+    ValueError
+        Naming ``depth``, ``activation``, ``weight_variance``, ``bias_variance`` or
+        ``last_weight_variance`` when it is invalid.
+
+    References
+    ----------
+    Lee, Yun, Yang, Lee. Scale Mixtures of Neural Network Gaussian Processes. ICLR 2022.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from probkit.kernels import NNGP
+    >>> k = NNGP(depth=2, activation="relu", weight_variance=2.0, bias_variance=0.1)
+    >>> with jax.enable_x64(True):
+    ...     x = jnp.linspace(-1.0, 1.0, 5)[:, None]
+    ...     K = k(x, x)
+    >>> K.shape
+    (5, 5)
+    """
+
+    weight_variance: Array
+    bias_variance: Array
+    last_weight_variance: Array
+    depth: int = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __init__(self, depth: int = 3, activation: str = "relu", weight_variance=2.0,
+                 bias_variance=0.1, last_weight_variance=1.0):
+        self.depth = check_positive_int("depth", depth, minimum=1)
+        if activation not in _NNGP_ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {_NNGP_ACTIVATIONS}, "
+                             f"got {activation!r}")
+        self.activation = activation
+        for name, value in (("weight_variance", weight_variance),
+                            ("bias_variance", bias_variance),
+                            ("last_weight_variance", last_weight_variance)):
+            if _is_concrete(value):
+                check_positive(name, value)
+        self.weight_variance = jnp.asarray(weight_variance)
+        self.bias_variance = jnp.asarray(bias_variance)
+        self.last_weight_variance = jnp.asarray(last_weight_variance)
+
+    def _fns(self):
+        if self.activation == "relu":
+            return _relu_expectation, _relu_diag
+        return _erf_expectation, _erf_diag
+
+    def layer_diagonals(self, x: Array) -> list[Array]:
+        """Exact :math:`K_l(x_i, x_i)` for ``l = 1..L`` (pre-activation variances)."""
+        x = as_2d(x)
+        _, ediag = self._fns()
+        q = self.bias_variance + self.weight_variance * jnp.sum(x * x, -1) / x.shape[-1]
+        out = [q]
+        for _ in range(self.depth - 1):
+            q = self.bias_variance + self.weight_variance * ediag(q)
+            out.append(q)
+        return out
+
+    def __call__(self, x1: Array, x2: Array) -> Array:
+        same = x1 is x2
+        x1, x2 = as_2d(x1), as_2d(x2)
+        expect, _ = self._fns()
+        d = x1.shape[-1]
+        q1s = self.layer_diagonals(x1)
+        q2s = q1s if same else self.layer_diagonals(x2)
+        c = self.bias_variance + self.weight_variance * (x1 @ x2.T) / d
+        for layer in range(self.depth):
+            q1, q2 = q1s[layer], q2s[layer]
+            if same:
+                c = _set_diagonal(c, q1)
+            e = expect(q1[:, None], q2[None, :], c)
+            c = self.bias_variance + self.weight_variance * e if layer < self.depth - 1 else e
+        if same:
+            c = _set_diagonal(c, self._last_diag(q1s[-1]))
+        return self.last_weight_variance * c
+
+    def _last_diag(self, q: Array) -> Array:
+        _, ediag = self._fns()
+        return ediag(q)
+
+    def diag(self, x: Array) -> Array:
+        return self.last_weight_variance * self._last_diag(self.layer_diagonals(x)[-1])
+
+
+def _set_diagonal(m: Array, d: Array) -> Array:
+    n = m.shape[0]
+    idx = jnp.arange(n)
+    return m.at[idx, idx].set(d)

@@ -1,0 +1,95 @@
+"""Matern state-space forms (probkit.statespace) against their closed-form kernels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from probkit.kernels import RBF, Matern12, Matern32, Matern52
+from probkit.statespace import (
+    MaternSDE,
+    as_sde,
+    discretise,
+    matern_sde,
+    sample_lgssm,
+    to_lgssm,
+)
+
+KERNELS = [Matern12, Matern32, Matern52]
+
+
+def _k(kernel, tau):
+    return float(kernel(jnp.zeros((1, 1)), jnp.full((1, 1), tau))[0, 0])
+
+
+@pytest.mark.parametrize("cls", KERNELS)
+def test_sde_matches_kernel(x64, cls):
+    kern = cls(lengthscale=0.7, variance=1.3)
+    sde = as_sde(kern)
+    F, L, Qc, P = sde.F, sde.L, sde.Qc, sde.Pinf
+    # Stationary covariance solves the Lyapunov equation.
+    np.testing.assert_allclose(F @ P + P @ F.T + L @ Qc @ L.T, 0.0, atol=1e-12)
+    for tau in (0.0, 0.05, 0.3, 1.7):
+        np.testing.assert_allclose(float(sde.kernel(tau)), _k(kern, tau), rtol=1e-12, atol=1e-14)
+        # Closed-form expm equals the generic one.
+        np.testing.assert_allclose(sde.transition(tau), jax.scipy.linalg.expm(F * tau),
+                                   rtol=1e-12, atol=1e-14)
+
+
+def test_sum_and_product(x64):
+    a, b, c = Matern32(0.5, 1.0), Matern12(2.0, 0.7), Matern52(1.0, 0.5)
+    sde = as_sde(a) * as_sde(b) + as_sde(c)
+    assert sde.state_dim == 2 * 1 + 3
+    P = sde.Pinf
+    np.testing.assert_allclose(sde.F @ P + P @ sde.F.T + sde.L @ sde.Qc @ sde.L.T, 0.0,
+                               atol=1e-12)
+    for tau in (0.0, 0.3, 1.1):
+        np.testing.assert_allclose(float(sde.kernel(tau)), _k(a, tau) * _k(b, tau) + _k(c, tau),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(sde.transition(tau), jax.scipy.linalg.expm(sde.F * tau),
+                                   rtol=1e-10, atol=1e-13)
+
+
+def test_discretise_and_lgssm(x64):
+    t = jnp.array([0.0, 0.1, 0.25, 1.0])
+    A, Q = discretise(matern_sde(1.5, 0.5, 2.0), t)
+    np.testing.assert_allclose(A[0], np.eye(2))
+    np.testing.assert_allclose(Q[0], 0.0, atol=1e-15)
+    p1 = to_lgssm(Matern32(0.5, 2.0), t, 0.1)
+    p2 = to_lgssm(matern_sde(1.5, 0.5, 2.0), t, jnp.full(4, 0.1))
+    for u, v in zip(p1, p2, strict=True):
+        np.testing.assert_allclose(np.broadcast_to(u, np.shape(v)), v)
+
+
+def test_prior_samples_match_kernel(x64):
+    t = jnp.array([0.0, 0.2, 0.5, 1.3])
+    kern = Matern52(0.6, 1.5)
+    params = to_lgssm(kern, t, 0.05)
+    keys = jax.random.split(jax.random.key(0), 20000)
+    ys = jax.vmap(lambda k: sample_lgssm(params, 4, key=k)[1][:, 0])(keys)
+    K = np.asarray(kern(t[:, None], t[:, None])) + 0.05 * np.eye(4)
+    np.testing.assert_allclose(np.cov(np.asarray(ys).T), K, atol=0.06)
+
+
+@pytest.mark.parametrize("times, match", [
+    ([0.0, np.nan, 1.0], "times"),
+    ([0.0, 2.0, 1.0], "times"),
+    ([0.0, 1.0, 1.0], "times"),
+    ([[0.0, 1.0]], "times"),
+])
+def test_bad_times(times, match):
+    with pytest.raises(ValueError, match=match):
+        to_lgssm(Matern32(), times, 0.1)
+
+
+def test_bad_kernel_and_noise():
+    with pytest.raises(ValueError, match="kernel"):
+        to_lgssm(RBF(), [0.0, 1.0], 0.1)
+    with pytest.raises(ValueError, match="kernel"):
+        as_sde(Matern32(lengthscale=jnp.ones(2)))
+    with pytest.raises(ValueError, match="nu"):
+        MaternSDE(2.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="noise"):
+        to_lgssm(Matern32(), [0.0, 1.0], -0.1)
+    with pytest.raises(ValueError, match="noise"):
+        to_lgssm(Matern32(), [0.0, 1.0], jnp.ones(3))
