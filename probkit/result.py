@@ -126,7 +126,9 @@ def _attrs_for_netcdf(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Keep only metadata that netCDF can store (numbers and strings)."""
     out = {}
     for k, v in attrs.items():
-        if isinstance(v, str | int | float | bool | np.number):
+        if isinstance(v, bool | np.bool_):
+            out[k] = int(v)
+        elif isinstance(v, str | int | float | np.number):
             out[k] = v.item() if isinstance(v, np.number) else v
         else:
             out[k] = str(v)
