@@ -113,10 +113,12 @@ def run_synthetic(ns, T, num_particles, rows, quick):
         msg = [f"n={n}: f(x) {rmse(f, z):.4f}"]
         for fix in dkf.PD_FIXES:
             dkf.dkf_filter(dyn, f, Q, pd_fix=fix)                  # compile (once per shape)
-            t0 = time.perf_counter()
-            out = dkf.dkf_filter(dyn, f, Q, pd_fix=fix)
-            out.mean.block_until_ready()
-            secs = time.perf_counter() - t0
+            secs = np.inf
+            for _ in range(3):                                     # best of 3 (shared CPU)
+                t0 = time.perf_counter()
+                out = dkf.dkf_filter(dyn, f, Q, pd_fix=fix)
+                out.mean.block_until_ready()
+                secs = min(secs, time.perf_counter() - t0)
             # the authors' code for Sec. 4.2 clips the generalised eigenvalues ("clip"); the
             # package default ("inflate") is their code for Sec. 4.5 -- all three are reported
             name = f"probkit-dkf-pdfix-{fix}"
@@ -157,7 +159,8 @@ def run_flint(rows, quick):
     kf = np.asarray(dkf.kalman_decode(dyn, H, Lam, xte).filtered_mean)
     base = {"nrmse": dkf.nrmse(kf, zte), "maae": dkf.mean_absolute_angle(kf, zte)}
     for metric, v in base.items():
-        rows.append(row("flint-trial1", "probkit-kalman", "train=0..4999,test=5000..5999", metric, v))
+        rows.append(row("flint-trial1", "probkit-kalman", "train=0..4999,test=5000..5999",
+                        metric, v))
     print(f"Kalman filter: NRMSE {base['nrmse']:.4f}, MAAE {base['maae']:.4f}")
     seeds = [0] if quick else [0, 1, 2]
     learners = {
@@ -187,8 +190,8 @@ def run_flint(rows, quick):
             v = float(np.mean(vals))
             rows.append(row("flint-trial1", method, f"seeds={len(vals)}", metric, v, stderr=se,
                             seconds=fit_secs if method.startswith("probkit-dkf-") else None))
-            rows.append(row("flint-trial1", method, f"seeds={len(vals)}", f"{metric}_change_vs_kalman",
-                            v / base[metric] - 1.0))
+            rows.append(row("flint-trial1", method, f"seeds={len(vals)}",
+                            f"{metric}_change_vs_kalman", v / base[metric] - 1.0))
             print(f"{method:28s} {metric}: {v:.4f} ({v / base[metric] - 1:+.1%})"
                   + (f" +- {se:.4f}" if se else ""), flush=True)
         print(f"  ({name}: fit + predict {fit_secs:.1f} s)")

@@ -98,7 +98,13 @@ from jax import Array
 from jax.scipy.linalg import solve_triangular
 
 from probkit import kernels as _kernels
-from probkit._checks import as_array, check_key, check_positive, check_positive_int, check_same_length
+from probkit._checks import (
+    as_array,
+    check_key,
+    check_positive,
+    check_positive_int,
+    check_same_length,
+)
 from probkit.inference.message_passing import LGSSM, kalman_filter
 
 __all__ = [
@@ -268,7 +274,8 @@ def dynamics_model(z=None, *, num_steps: int | None = None, dim: int | None = No
                    A=None, G=None, A_scale: float = 0.5, G_scale: float = 1.0) -> None:
     """NumPyro model of the latent dynamics :math:`z_0\\sim N(0,S)`, :math:`z_t = Az_{t-1}+N(0,G)`.
 
-    Sites: ``A`` (Normal(0, ``A_scale``) entries), ``G_corr`` (LKJ-Cholesky, concentration 2),
+    Sites: ``A`` (Normal(0, ``A_scale``) entries), ``G_corr`` (LKJ-Cholesky, concentration 2;
+    absent for ``D = 1``),
     ``G_sd`` (HalfNormal(``G_scale``)), deterministic ``G`` and ``S``; observed ``z0`` and ``z``
     (the transitions). ``A``/``G`` given as arrays are fixed instead of sampled. ``S`` solves
     :math:`S = ASA^\\top + G`; an unstable ``A`` (no such ``S``) has zero density.
@@ -298,8 +305,9 @@ def dynamics_model(z=None, *, num_steps: int | None = None, dim: int | None = No
     if A is None:
         A = numpyro.sample("A", dist.Normal(0.0, A_scale).expand([dim, dim]).to_event(2))
     if G is None:
-        corr = numpyro.sample("G_corr", dist.LKJCholesky(dim, 2.0))
         sd = numpyro.sample("G_sd", dist.HalfNormal(G_scale).expand([dim]).to_event(1))
+        corr = (numpyro.sample("G_corr", dist.LKJCholesky(dim, 2.0)) if dim > 1
+                else jnp.ones((1, 1)))
         Lg = sd[:, None] * corr
         G = numpyro.deterministic("G", Lg @ Lg.T)
     A = jnp.asarray(A)
@@ -324,7 +332,8 @@ def dynamics_model(z=None, *, num_steps: int | None = None, dim: int | None = No
         return
     batch = z.shape[:-2]
     with numpyro.plate_stack("trials", batch):
-        numpyro.sample("z0", dist.MultivariateNormal(jnp.zeros(dim), scale_tril=Ls), obs=z[..., 0, :])
+        numpyro.sample("z0", dist.MultivariateNormal(jnp.zeros(dim), scale_tril=Ls),
+                       obs=z[..., 0, :])
     pred = jnp.einsum("ij,...tj->...ti", A, z[..., :-1, :])
     numpyro.sample("z", dist.MultivariateNormal(pred, scale_tril=Lg).to_event(len(batch) + 1),
                    obs=z[..., 1:, :])
@@ -352,6 +361,8 @@ def sample_dynamics(z, *, key, **hmc_kwargs):
     arr = as_array("z", z, ndim=(2, 3))
     if not np.all(np.isfinite(arr)):
         raise ValueError("z: contains NaN or inf")
+    # init at the prior median (A = 0, stable) rather than uniform(-2, 2) (often unstable)
+    hmc_kwargs.setdefault("init_strategy", numpyro.infer.init_to_median(num_samples=15))
     with jax.enable_x64(True):
         return hmc.run(dynamics_model, jnp.asarray(arr, jnp.float64), key=key, **hmc_kwargs)
 
@@ -391,7 +402,8 @@ def fit_dynamics(z, *, method: str = "lstsq", stationary: str = "empirical", key
     trials = _as_trials("z", z)
     for i, t in enumerate(trials):
         if not np.all(np.isfinite(t)):
-            raise ValueError(f"z: contains NaN or inf (trial {i}); latent training paths must be finite")
+            raise ValueError(f"z: contains NaN or inf (trial {i}); latent training paths "
+                             "must be finite")
         if t.shape[0] < 2:
             raise ValueError(f"z: each trial needs at least 2 steps, trial {i} has {t.shape[0]}")
     d = trials[0].shape[1]
@@ -512,7 +524,8 @@ def _dkf_batched(A, G, S, f, Q, eps, robust, fix_code):
 def _check_moments(f, Q, d: int) -> tuple[np.ndarray, np.ndarray]:
     f = _check_rows("f", f, ndim=(2, 3), allow_nan_rows=True)
     if f.shape[-1] != d:
-        raise ValueError(f"f: expected last dimension {d} (the latent dimension of A), got {f.shape}")
+        raise ValueError(f"f: expected last dimension {d} (the latent dimension of A), "
+                         f"got {f.shape}")
     Q = as_array("Q", Q, ndim=(3, 4))
     if Q.shape != f.shape + (d,):
         raise ValueError(f"Q: expected shape {f.shape + (d,)} to match f, got {Q.shape}")
@@ -520,13 +533,15 @@ def _check_moments(f, Q, d: int) -> tuple[np.ndarray, np.ndarray]:
     Qv = Q[~miss]
     if not np.all(np.isfinite(Qv)):
         raise ValueError("Q: contains NaN or inf at steps where f is observed")
-    if not np.allclose(Qv, np.swapaxes(Qv, -1, -2), rtol=1e-6, atol=1e-9 * max(1.0, np.abs(Qv).max())):
+    atol = 1e-9 * max(1.0, float(np.abs(Qv).max(initial=0.0)))
+    if not np.allclose(Qv, np.swapaxes(Qv, -1, -2), rtol=1e-6, atol=atol):
         raise ValueError("Q: every Q(x_t) must be symmetric")
     try:
         np.linalg.cholesky(Qv)
     except np.linalg.LinAlgError:
         bad = int(np.argmin(np.linalg.eigvalsh(Qv)[:, 0]))
-        raise ValueError(f"Q: every Q(x_t) must be positive definite (observed step {bad} is not)") from None
+        raise ValueError(f"Q: every Q(x_t) must be positive definite (observed step {bad} "
+                         "is not)") from None
     return f, Q
 
 
@@ -618,12 +633,15 @@ def _gm_moments(x, H, noise_cov, log_weights, S):
 
 
 def gaussian_mixture_moments(x, H, noise_cov, weights, S) -> tuple[Array, Array]:
-    """Exact :math:`f(x) = E[z|x]` and :math:`Q(x) = Var[z|x]` for a Gaussian-mixture observation model.
+    """Exact :math:`f(x) = E[z|x]`, :math:`Q(x) = Var[z|x]` for Gaussian-mixture observations.
 
     For :math:`z \\sim N(0, S)` and :math:`p(x|z) = \\sum_l \\pi_l N(x; H_l z, \\Lambda_l)`:
-    :math:`D_l = (H_l^\\top\\Lambda_l^{-1}H_l + S^{-1})^{-1}`, :math:`V_l = D_l H_l^\\top\\Lambda_l^{-1}`,
-    :math:`w_l \\propto \\pi_l N(x; 0, H_l S H_l^\\top + \\Lambda_l)`, :math:`f = \\sum_l w_l V_l x`,
-    :math:`Q = \\sum_l w_l (D_l + V_l x x^\\top V_l^\\top) - ff^\\top` (Burkhart et al. 2020, Sec. 4.2).
+    :math:`D_l = (H_l^\\top\\Lambda_l^{-1}H_l + S^{-1})^{-1}`,
+    :math:`V_l = D_l H_l^\\top\\Lambda_l^{-1}`,
+    :math:`w_l \\propto \\pi_l N(x; 0, H_l S H_l^\\top + \\Lambda_l)`,
+    :math:`f = \\sum_l w_l V_l x`,
+    :math:`Q = \\sum_l w_l (D_l + V_l x x^\\top V_l^\\top) - ff^\\top`
+    (Burkhart et al. 2020, Sec. 4.2).
     One component with weight 1 is the linear-Gaussian case, for which the DKF equals the Kalman
     filter.
 
@@ -693,7 +711,8 @@ def fit_linear_observation(x, z) -> tuple[np.ndarray, np.ndarray]:
 def kalman_decode(dynamics: DynamicsParams, H, Lam, x):
     """Kalman filter of the linear-Gaussian model (the paper's KF baseline).
 
-    :math:`z_0\\sim N(0,S)`, dynamics from ``dynamics``, emissions :math:`x_t = Hz_t + N(0,\\Lambda)`;
+    :math:`z_0\\sim N(0,S)`, dynamics from ``dynamics``, emissions
+    :math:`x_t = Hz_t + N(0,\\Lambda)`;
     NaN rows of ``x`` are skipped. Returns :class:`probkit.inference.message_passing.FilterResult`
     (float64).
 
@@ -722,7 +741,7 @@ def kalman_decode(dynamics: DynamicsParams, H, Lam, x):
 
 
 def nrmse(pred, true) -> float:
-    """Normalised RMSE: RMSE over all entries divided by the RMS of ``true`` (0-prediction gives 1)."""
+    """Normalised RMSE: RMSE over all entries / RMS of ``true`` (predicting 0 gives 1)."""
     pred, true = np.asarray(pred), np.asarray(true)
     return float(np.sqrt(np.mean((pred - true) ** 2)) / np.sqrt(np.mean(true**2)))
 
@@ -760,7 +779,8 @@ def _nw_loo(x, y, d2, bandwidth):
 def nw_predict(x_train, y_train, bandwidth: float, x_query) -> Array:
     """Nadaraya-Watson regression with a Gaussian kernel.
 
-    :math:`\\hat y(x) = \\sum_i w_i(x) y_i` with :math:`w_i \\propto \\exp(-\\lVert x - x_i\\rVert^2 / (2h^2))`
+    :math:`\\hat y(x) = \\sum_i w_i(x) y_i` with
+    :math:`w_i \\propto \\exp(-\\lVert x - x_i\\rVert^2 / (2h^2))`
     (normalised in log space, so far-away queries get their nearest neighbours' values rather
     than 0/0).
 
@@ -784,7 +804,7 @@ def nw_loo_error(x, y, bandwidth: float) -> float:
 
 
 def nw_select_bandwidth(x, y, *, bounds: tuple[float, float] | None = None) -> float:
-    """Bandwidth :math:`h` minimising the leave-one-out error, by bounded 1-D search on :math:`\\log h`.
+    """Bandwidth :math:`h` minimising the leave-one-out error (1-D search on :math:`\\log h`).
 
     The default search range is the median pairwise distance times ``[1e-2, 1e1]`` (a coarse
     grid first, then Brent's method around the best grid point).
@@ -896,7 +916,7 @@ class _Learner:
 
 
 class NadarayaWatson(_Learner):
-    """Nadaraya-Watson learner of :math:`p(z|x) \\approx N(f(x), Q(x))` (Burkhart et al. 2020, Sec. 4.5).
+    """Nadaraya-Watson learner of :math:`p(z|x) \\approx N(f(x), Q(x))` (Burkhart et al., Sec. 4.5).
 
     ``f`` is Gaussian-kernel regression of ``z`` on ``x`` with the bandwidth minimising the
     leave-one-out error (:func:`nw_select_bandwidth`) on a ``1 - holdout`` share of the training
@@ -1034,7 +1054,8 @@ class _MLPNet(eqx.Module):
 def _gauss_nll(net, x, z):
     m, L = jax.vmap(net)(x)
     r = solve_triangular(L, (z - m)[..., None], lower=True)[..., 0]
-    return jnp.mean(0.5 * jnp.sum(r**2, -1) + jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), -1))
+    logdet = jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), -1)
+    return jnp.mean(0.5 * jnp.sum(r**2, -1) + logdet)
 
 
 @eqx.filter_jit
@@ -1165,14 +1186,15 @@ class MLPLearner(_Learner):
                       holdout=head["holdout"])
             with jax.enable_x64(True):
                 din, dout = head["in_dim"], head["out_dim"]
-                skeleton = (_MLPNet(din, dout, head["width"], head["depth"], key=jax.random.key(0)),
-                            _Scaler(jnp.zeros(din), jnp.zeros(din), jnp.zeros(dout), jnp.zeros(dout)))
+                net = _MLPNet(din, dout, head["width"], head["depth"], key=jax.random.key(0))
+                sc = _Scaler(jnp.zeros(din), jnp.zeros(din), jnp.zeros(dout), jnp.zeros(dout))
+                skeleton = (net, sc)
                 obj._state = eqx.tree_deserialise_leaves(fh, skeleton)
         return obj
 
 
 def _gp_nll(theta, treedef, x, y):
-    """Negative log marginal likelihood of one zero-mean GP; theta = log of (kernel leaves..., noise)."""
+    """Negative log marginal likelihood of one zero-mean GP; theta = log(kernel leaves, noise)."""
     *log_leaves, log_noise = theta
     k = jax.tree_util.tree_unflatten(treedef, [jnp.exp(a) for a in log_leaves])
     K = k(x, x) + (jnp.exp(log_noise) + 1e-8) * jnp.eye(x.shape[0], dtype=x.dtype)
@@ -1216,7 +1238,8 @@ class GaussianProcess(_Learner):
                  optimize: bool = True, max_opt_points: int = 1000, max_iter: int = 50,
                  holdout: float = 0.3, covariance: str = "nw") -> None:
         if kernel is not None and not isinstance(kernel, _kernels.Kernel):
-            raise ValueError(f"kernel: expected a probkit.kernels.Kernel, got {type(kernel).__name__}")
+            raise ValueError("kernel: expected a probkit.kernels.Kernel, got "
+                             f"{type(kernel).__name__}")
         self.kernel = kernel
         self.noise = float(check_positive("noise", noise))
         self.optimize = bool(optimize)
@@ -1255,7 +1278,8 @@ class GaussianProcess(_Learner):
         d = z.shape[1]
         z_mean = zt.mean(0)
         with jax.enable_x64(True):
-            theta0 = [np.log(np.asarray(leaf, np.float64)) for leaf in leaves] + [np.log(self.noise)]
+            theta0 = [np.log(np.asarray(leaf, np.float64)) for leaf in leaves]
+            theta0.append(np.log(self.noise))
             thetas = [[t.copy() for t in theta0] for _ in range(d)]
             if self.optimize:
                 m = min(self.max_opt_points, len(xt))
@@ -1270,15 +1294,18 @@ class GaussianProcess(_Learner):
                         val, g = vg(unravel(jnp.asarray(v)), y)
                         return float(val), np.asarray(jax.flatten_util.ravel_pytree(g)[0])
 
-                    res = scipy.optimize.minimize(fun, np.asarray(flat), jac=True, method="L-BFGS-B",
+                    res = scipy.optimize.minimize(fun, np.asarray(flat), jac=True,
+                                                  method="L-BFGS-B",
                                                   bounds=[(-10.0, 10.0)] * flat.size,
                                                   options={"maxiter": self.max_iter})
                     thetas[j] = [np.asarray(a) for a in unravel(jnp.asarray(res.x))]
             # stack per-output parameters; the Gram solve on the full training share
-            leaf_stack = [np.stack([np.exp(thetas[j][i]) for j in range(d)]) for i in range(len(leaves))]
+            leaf_stack = [np.stack([np.exp(thetas[j][i]) for j in range(d)])
+                          for i in range(len(leaves))]
             noise = np.array([float(np.exp(thetas[j][-1])) for j in range(d)])
             alpha = np.asarray(_gp_alpha(treedef, [jnp.asarray(a) for a in leaf_stack],
-                                         jnp.asarray(noise), jnp.asarray(xt), jnp.asarray(zt - z_mean)))
+                                         jnp.asarray(noise), jnp.asarray(xt),
+                                         jnp.asarray(zt - z_mean)))
         state = {"x": xt, "alpha": alpha, "z_mean": z_mean, "noise": noise,
                  "kernel_class": np.asarray(name),
                  **{f"kernel_leaf{i}": a for i, a in enumerate(leaf_stack)}}
@@ -1393,7 +1420,8 @@ class DiscriminativeKalmanFilter:
         if pd_fix not in PD_FIXES:
             raise ValueError(f"pd_fix: expected one of {PD_FIXES}, got {pd_fix!r}")
         if not (isinstance(dynamics, DynamicsParams) or dynamics in ("lstsq", "hmc")):
-            raise ValueError(f"dynamics: expected 'lstsq', 'hmc' or DynamicsParams, got {dynamics!r}")
+            raise ValueError("dynamics: expected 'lstsq', 'hmc' or DynamicsParams, got "
+                             f"{dynamics!r}")
         self.learner, self.robust, self.pd_fix = learner, bool(robust), pd_fix
         self.dynamics, self.stationary = dynamics, stationary
         self.hmc_kwargs = dict(hmc_kwargs or {})
@@ -1425,7 +1453,8 @@ class DiscriminativeKalmanFilter:
     def moments(self, x) -> tuple[np.ndarray, np.ndarray]:
         """``f(x_t)``, ``Q(x_t)`` for (T, P) or (B, T, P) inputs; NaN rows stay NaN."""
         if self.dynamics_ is None:
-            raise ValueError("learner: this DiscriminativeKalmanFilter is not fitted; call fit first")
+            raise ValueError("learner: this DiscriminativeKalmanFilter is not fitted; call "
+                             "fit first")
         x = _check_rows("x", x, ndim=(2, 3), allow_nan_rows=True)
         flat = x.reshape(-1, x.shape[-1])
         miss = np.isnan(flat).all(-1)
@@ -1440,4 +1469,5 @@ class DiscriminativeKalmanFilter:
     def filter(self, x) -> DKFResult:
         """Filtered means and covariances for observations ``x`` (T, P) or (B, T, P)."""
         f, Q = self.moments(x)
-        return dkf_filter(self.dynamics_, f, Q, robust=self.robust, pd_fix=self.pd_fix, eps=self.eps)
+        return dkf_filter(self.dynamics_, f, Q, robust=self.robust, pd_fix=self.pd_fix,
+                          eps=self.eps)

@@ -46,9 +46,12 @@ Two ways to fit it:
   3. noise: :math:`q(\tau) = \mathrm{Gamma}(a_0 + N/2, b_0 + \tfrac12\sum_n E[(y_n - f_n)^2])`
      with the expected squared error using the core *and* factor covariances (damped sum).
 
-  Memory is :math:`O(N R^{K-1} + \sum_k I_k R^{2(K-1)} + R^{2K})` (data streamed in chunks),
-  never :math:`O(N R^{2K})`; the sufficient statistics of the core are assembled from the last
-  mode's per-coordinate sums, so no pass over the data builds :math:`R^{2K}` objects.
+  The per-coordinate sums run up a tree of index prefixes (leaves: unique index tuples), so
+  the :math:`R^{2(K-1)}` Kronecker moments are formed once per unique pair
+  :math:`(i_k, i_{a_1})`, streamed in chunks; memory is
+  :math:`O(N R^{K} + \sum_k I_k R^{2(K-1)} + R^{2K})`, never :math:`O(N R^{2K})`. The core's
+  sufficient statistics are assembled from the last mode's per-coordinate sums, so no pass
+  over the data builds :math:`R^{2K}` objects.
 
 Prediction at coordinates never seen in training inserts them into each mode's sorted grid
 as observation-free (NaN) steps of the filter/smoother, started at the smallest coordinate
@@ -115,7 +118,7 @@ __all__ = [
 ]
 
 _MATERN = {0.5: Matern12, 1.5: Matern32, 2.5: Matern52}
-_CHUNK_FLOATS = 2**21  # floats per streamed chunk of per-datum Kronecker moments
+_CHUNK_FLOATS = 2**21  # floats per streamed chunk of Kronecker moments
 
 
 # ----------------------------------------------------------------------------- containers
@@ -143,6 +146,9 @@ class TuckerConfig(NamedTuple):
     mode_solver : {"kalman", "dense"}
         Factor posterior by the Kalman/RTS smoother (O(I R^3 d^3)) or, as an exact
         reference, by a dense Gaussian solve with the Matern Gram matrix (O(I^3 R^3)).
+    chunk : int
+        Keys per streamed chunk when forming the Kronecker moments (0: automatic, about
+        2M floats per chunk).
     """
 
     rank: int
@@ -156,34 +162,45 @@ class TuckerConfig(NamedTuple):
     b0: float = 1.0
     core_prior_var: float = 1.0
     mode_solver: str = "kalman"
+    chunk: int = 0
 
 
 class TuckerData(NamedTuple):
     """Training data laid out for the engine (see :func:`prepare_data`).
 
+    The per-coordinate sums of mode ``k`` are accumulated over a tree of index prefixes
+    ``(i_k)`` <- ``(i_k, i_a1)`` <- ... <- ``(i_k, i_a1, ..., i_a{K-1})`` (the other modes in
+    increasing order, leaves = unique index tuples), so the :math:`R^{2(K-1)}` Kronecker
+    moments are formed once per unique ``(i_k, i_a1)`` pair rather than once per datum.
+
     Attributes
     ----------
-    positions : Array, shape (C, B, K) int32
-        Position of each datum's coordinate in each mode's grid, in ``C`` chunks of ``B``.
-    y : Array, shape (C, B)
-        Targets (0 in padding rows).
-    weights : Array, shape (C, B)
-        1 for data, 0 for padding.
+    positions : Array, shape (N, K) int32
+        Position of each datum's coordinate in each mode's grid.
+    y : Array, shape (N,)
     grids : tuple of Array, shapes (I_k,)
         Sorted unique training coordinates per mode.
     observed : tuple of Array, shapes (I_k,) bool
         Whether a grid point carries data (all True for training grids).
+    leaf_count, leaf_ysum : tuple (per mode) of Array, shapes (n_leaf,)
+        Number of data and sum of ``y`` per unique index tuple.
+    levels : tuple (per mode) of tuple of (coord, parent) int32 arrays
+        From the leaves up: ``coord`` is the grid position of the level's mode for each key,
+        ``parent`` the key's prefix one level up (level 1 parents are positions in mode k).
     sum_y2 : Array, scalar
-        :math:`\\sum_n y_n^2`.
+        Sum of squared targets.
     num_data : Array, scalar
         :math:`N`.
-    """
+    chunk : int
+        """
 
     positions: Array
     y: Array
-    weights: Array
     grids: tuple
     observed: tuple
+    leaf_count: tuple
+    leaf_ysum: tuple
+    levels: tuple
     sum_y2: Array
     num_data: Array
 
@@ -267,12 +284,37 @@ def _check_damping(name: str, value) -> float:
     return v
 
 
-def _chunk_size(config: TuckerConfig, n: int) -> int:
+def _chunk_size(config: TuckerConfig) -> int:
+    if config.chunk:
+        return int(config.chunk)
     P = config.rank if config.cp else config.rank ** (config.num_modes - 1)
-    return int(max(1, min(n, _CHUNK_FLOATS // max(P * P, 1))))
+    return int(max(1, _CHUNK_FLOATS // max(P * P, 1)))
 
 
-def prepare_data(index, y, config: TuckerConfig, *, chunk: int | None = None) -> TuckerData:
+def _prefix_tree(pos: np.ndarray, y: np.ndarray, k: int):
+    """Leaves (unique index tuples) and the prefix levels of mode ``k`` (see TuckerData)."""
+    K = pos.shape[1]
+    cols = [k] + [j for j in range(K) if j != k]
+    keys, leaf = np.unique(pos[:, cols], axis=0, return_inverse=True)
+    leaf = leaf.reshape(-1)
+    count = np.bincount(leaf, minlength=len(keys)).astype(np.float64)
+    ysum = np.bincount(leaf, weights=y, minlength=len(keys))
+    levels = []
+    for lev in range(K - 1, 0, -1):
+        coord = keys[:, lev].astype(np.int32)
+        if lev == 1:
+            parent = keys[:, 0].astype(np.int32)
+        else:
+            keys, parent = np.unique(keys[:, :lev], axis=0, return_inverse=True)
+            parent = parent.reshape(-1).astype(np.int32)
+        levels.append((coord, parent))
+    if K == 1:
+        count = np.bincount(keys[:, 0], weights=count)
+        ysum = np.bincount(keys[:, 0], weights=ysum)
+    return count, ysum, tuple(levels)
+
+
+def prepare_data(index, y, config: TuckerConfig) -> TuckerData:
     """Validate training data and lay it out for :func:`cep_step` (eager, NumPy).
 
     Parameters
@@ -282,9 +324,6 @@ def prepare_data(index, y, config: TuckerConfig, *, chunk: int | None = None) ->
     y : array_like, shape (N,)
         Finite targets.
     config : TuckerConfig
-    chunk : int, optional
-        Data rows per streamed chunk (default: bounded so one chunk's Kronecker moments
-        hold about 2M floats).
 
     Returns
     -------
@@ -295,21 +334,17 @@ def prepare_data(index, y, config: TuckerConfig, *, chunk: int | None = None) ->
     y = check_finite("y", as_array("y", y, ndim=1)).astype(np.float64)
     if y.shape[0] != index.shape[0]:
         raise ValueError(f"y: expected {index.shape[0]} values (rows of index), got {y.shape[0]}")
-    n = y.shape[0]
     grids, pos = [], []
     for k in range(config.num_modes):
         g, inv = np.unique(index[:, k], return_inverse=True)
         grids.append(g)
         pos.append(inv.reshape(-1).astype(np.int32))
     pos = np.stack(pos, 1)
-    b = chunk or _chunk_size(config, n)
-    c = -(-n // b)
-    pad = c * b - n
-    pos = np.concatenate([pos, np.zeros((pad, config.num_modes), np.int32)]).reshape(c, b, -1)
-    yp = np.concatenate([y, np.zeros(pad)]).reshape(c, b)
-    w = np.concatenate([np.ones(n), np.zeros(pad)]).reshape(c, b)
-    return TuckerData(pos, yp, w, tuple(grids), tuple(np.ones(len(g), bool) for g in grids),
-                      np.asarray(np.sum(y * y)), np.asarray(float(n)))
+    trees = [_prefix_tree(pos, y, k) for k in range(config.num_modes)]
+    return TuckerData(pos, y, tuple(grids), tuple(np.ones(len(g), bool) for g in grids),
+                      tuple(t[0] for t in trees), tuple(t[1] for t in trees),
+                      tuple(t[2] for t in trees), np.asarray(np.sum(y * y)),
+                      np.asarray(float(len(y))))
 
 
 # ----------------------------------------------------------------------------- numerics
@@ -347,35 +382,53 @@ def _mode_stats(k: int, means, seconds, data: TuckerData, config: TuckerConfig):
 
     Returns ``g (I_k, P)`` = :math:`\sum_{n \in i} y_n E[z^{-k}_n]` and ``G (I_k, P, P)`` =
     :math:`\sum_{n \in i} E[z^{-k}_n z^{-k\top}_n]`, with :math:`z^{-k}` the Kronecker (Tucker,
-    P = R^(K-1)) or Hadamard (CP, P = R) product of the other modes' factors; streamed over
-    chunks of data so memory stays O(B P^2).
+    P = R^(K-1), other modes in increasing order) or Hadamard (CP, P = R) product of the other
+    modes' factors. Sums run up the prefix tree of :class:`TuckerData`; the top level is
+    streamed in chunks so memory stays O(chunk P^2).
     """
-    R, K = config.rank, config.num_modes
-    others = [j for j in range(K) if j != k]
+    R = config.rank
     size = means[k].shape[0]
-    P = R if config.cp else R ** (K - 1)
-    dtype = data.y.dtype
+    others = [j for j in range(config.num_modes) if j != k]
+    count, ysum = data.leaf_count[k], data.leaf_ysum[k]
+    dtype = ysum.dtype
+    if config.cp:
+        vec = ysum[:, None] * jnp.ones((1, R), dtype)
+        mat = count[:, None, None] * jnp.ones((1, R, R), dtype)
+    else:
+        vec, mat = ysum[:, None], count[:, None, None]
+    levels = data.levels[k]
+    for depth, (coord, parent) in enumerate(levels):
+        j = others[len(levels) - 1 - depth]
+        num = size if depth == len(levels) - 1 else levels[depth + 1][0].shape[0]
 
-    def body(carry, chunk):
-        g, G = carry
-        pos, y, w = chunk
-        n = y.shape[0]
-        z = jnp.ones((n, R if config.cp else 1), dtype)
-        Z = jnp.ones((n, z.shape[1], z.shape[1]), dtype)
-        for j in others:
-            mj, Mj = means[j][pos[:, j]], seconds[j][pos[:, j]]
+        def up(vec, mat, coord, parent, j=j, num=num):
+            m, M = means[j][coord], seconds[j][coord]
             if config.cp:
-                z, Z = z * mj, Z * Mj
+                cv, cm = m * vec, M * mat
             else:
-                z, Z = _kron_vec(z, mj), _kron_mat(Z, Mj)
-        idx = pos[:, k]
-        g = g + jax.ops.segment_sum((w * y)[:, None] * z, idx, num_segments=size)
-        G = G + jax.ops.segment_sum(w[:, None, None] * Z, idx, num_segments=size)
-        return (g, G), None
+                cv, cm = _kron_vec(m, vec), _kron_mat(M, mat)
+            return (jax.ops.segment_sum(cv, parent, num_segments=num),
+                    jax.ops.segment_sum(cm, parent, num_segments=num))
 
-    init = (jnp.zeros((size, P), dtype), jnp.zeros((size, P, P), dtype))
-    (g, G), _ = lax.scan(body, init, (data.positions, data.y, data.weights))
-    return g, G
+        if depth < len(levels) - 1:
+            vec, mat = up(vec, mat, coord, parent)
+            continue
+        # top level: stream over chunks of keys
+        n = coord.shape[0]
+        b = min(n, _chunk_size(config))
+        c = -(-n // b)
+        padn = c * b - n
+        xs = [jnp.concatenate([x, jnp.zeros((padn,) + x.shape[1:], x.dtype)])
+              .reshape((c, b) + x.shape[1:]) for x in (vec, mat, coord, parent)]
+
+        def body(carry, xs):
+            gv, gm = up(*xs)
+            return (carry[0] + gv, carry[1] + gm), None
+
+        P = vec.shape[1] * R if not config.cp else R
+        init = (jnp.zeros((size, P), dtype), jnp.zeros((size, P, P), dtype))
+        (vec, mat), _ = lax.scan(body, init, xs)
+    return vec, mat
 
 
 def _mode_lgssm(grid: Array, lengthscale: Array, variance: Array, nu: float,
@@ -584,10 +637,9 @@ def _init(data, key, config):
 
 
 def _train_rmse(state: CEPState, data: TuckerData, config: TuckerConfig) -> Array:
-    f = _mean_f(tuple(state.mean), state.core_mean, data.positions.reshape(-1, config.num_modes),
-                config)
-    r = (data.y.reshape(-1) - f) * data.weights.reshape(-1)
-    return jnp.sqrt(jnp.sum(r * r) / data.num_data)
+    f = _mean_f(tuple(state.mean), state.core_mean, data.positions, config)
+    r = data.y - f
+    return jnp.sqrt(jnp.mean(r * r))
 
 
 def _mean_f(means, core_mean, positions, config):

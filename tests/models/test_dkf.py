@@ -158,6 +158,21 @@ def test_dynamics_model_log_density_matches_scipy():
     assert tr["z_path"]["value"].shape == (7, 2) and tr["A"]["value"].shape == (2, 2)
 
 
+@pytest.mark.slow
+def test_dynamics_sampled_with_probkit_hmc():
+    rng = np.random.default_rng(11)
+    z = np.zeros((200, 1))
+    for t in range(1, 200):
+        z[t] = 0.7 * z[t - 1] + 0.5 * rng.normal()
+    res = dkf.sample_dynamics(z, key=jax.random.key(0), num_warmup=150, num_samples=150,
+                              num_chains=1, progress_bar=False)
+    assert res.posterior["A"].shape == (1, 150, 1, 1) and res.posterior["G"].shape == (1, 150, 1, 1)
+    ls = dkf.fit_dynamics(z)
+    assert abs(float(res.posterior["A"].mean()) - ls.A[0, 0]) < 0.05
+    assert abs(float(res.posterior["G"].mean()) - ls.G[0, 0]) < 0.05
+    assert int(np.sum(res.sample_stats["diverging"])) == 0
+
+
 # ------------------------------------------------------------------ learners vs numpy
 
 def _nw_numpy(xt, yt, h, xq):

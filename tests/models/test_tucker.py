@@ -90,8 +90,8 @@ def random_problem(rng, K, R, sizes, n, cp):
     y = rng.normal(size=n)
     config = tucker.TuckerConfig(rank=R, num_modes=K, cp=cp, nu=1.5, damping_factors=0.0,
                                  damping_noise=0.0, damping_core=0.0, a0=1.5, b0=0.7,
-                                 core_prior_var=2.0)
-    data = tucker.prepare_data(index, y, config, chunk=16)   # several chunks + padding
+                                 core_prior_var=2.0, chunk=3)   # several chunks + padding
+    data = tucker.prepare_data(index, y, config)
     means = [rng.normal(size=(s, R)) for s in sizes]
     covs = []
     for s in sizes:

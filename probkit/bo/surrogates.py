@@ -1,0 +1,136 @@
+r"""Surrogates built from probkit's model families and engines.
+
+* :class:`NumPyroSurrogate` — any NumPyro regression model ``model(x, y=None)`` that records its
+  latent regression function at the inputs as a site (``numpyro.deterministic("f", ...)``): the
+  posterior is sampled by the HMC engine (:func:`probkit.inference.hmc.run`), and the posterior at new
+  inputs is the model re-run on every kept draw (:class:`numpyro.infer.Predictive`), giving a
+  :class:`~probkit.bo.protocol.SamplePosterior` of whole function draws (joint over the points).
+  The number of kept draws is fixed (``max_draws``), so the acquisition optimiser compiles once.
+  The model's latent variables must not grow with ``n`` (weights of a parametric model or a BNN,
+  not a latent GP vector).
+
+Further families plug in here as they land (each returns a
+:class:`~probkit.bo.protocol.GaussianPosterior` or :class:`~probkit.bo.protocol.SamplePosterior`
+from ``posterior``): the Student-t NNGP (:mod:`probkit.models.nngp`), the functional-prior BNN
+(HMC/SGHMC draws, through :class:`NumPyroSurrogate` or its own sampler), the PFN (one forward
+pass) and the martingale-posterior NP (generated draws).
+
+Examples
+--------
+>>> import jax, jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist
+>>> from probkit.bo.surrogates import NumPyroSurrogate
+>>> def quadratic(x, y=None):
+...     w = numpyro.sample("w", dist.Normal(0, 1).expand([3]).to_event(1))
+...     f = numpyro.deterministic("f", w[0] + w[1] * x[:, 0] + w[2] * x[:, 0] ** 2)
+...     numpyro.sample("y", dist.Normal(f, 0.1), obs=y)
+>>> x = np.linspace(0, 1, 10)[:, None]
+>>> s = NumPyroSurrogate(quadratic, num_warmup=200, num_samples=200, num_chains=1)
+>>> post = s.fit(x, (x[:, 0] - 0.5) ** 2, key=jax.random.key(0)).posterior(x[:3])
+>>> post.sample(jax.random.key(1), 4).shape
+(4, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from probkit._checks import as_array, check_finite, check_key, check_positive_int
+from probkit.bo.protocol import SamplePosterior
+
+__all__ = ["NumPyroSurrogate", "NumPyroFitted"]
+
+
+class NumPyroFitted(eqx.Module):
+    """Posterior draws of a NumPyro model's latent sites; ``posterior(x)`` re-runs the model."""
+
+    draws: dict
+    model: Callable = eqx.field(static=True)
+    site: str = eqx.field(static=True)
+
+    def posterior(self, x) -> SamplePosterior:
+        """Function draws ``(S, q)`` of the site at ``x`` ``(q, d)``."""
+        from numpyro.infer import Predictive
+
+        pred = Predictive(self.model, posterior_samples=self.draws, return_sites=[self.site],
+                          batch_ndims=1)
+        with jax.enable_x64(True):
+            out = pred(jax.random.key(0), jnp.asarray(x, dtype=jnp.float64))
+        if self.site not in out:
+            raise ValueError(f"site: the model has no site {self.site!r} (record the regression "
+                             "function with numpyro.deterministic)")
+        f = out[self.site]
+        return SamplePosterior(f.reshape(f.shape[0], -1))
+
+
+class NumPyroSurrogate:
+    """Any NumPyro regression model as a BO surrogate, through the HMC engine.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, y=None)`` with inputs ``x`` ``(n, d)`` and a site named ``site`` holding the
+        latent function at ``x`` (shape ``(n,)``).
+    site : str
+        Name of that site (default ``"f"``).
+    num_warmup, num_samples, num_chains : int
+        HMC settings for :func:`probkit.inference.hmc.run`.
+    max_draws : int
+        Draws kept (thinned evenly) for the acquisition (default 128).
+    run : callable, optional
+        Engine with the signature of :func:`probkit.inference.hmc.run` (default that function).
+    **run_kwargs
+        Further engine options (``dense_mass``, ``target_accept``, ...).
+    """
+
+    def __init__(self, model: Callable, *, site: str = "f", num_warmup: int = 500,
+                 num_samples: int = 500, num_chains: int = 2, max_draws: int = 128,
+                 run: Callable | None = None, **run_kwargs):
+        if not callable(model):
+            raise ValueError(f"model: expected a NumPyro model (callable), got {type(model)}")
+        self.model = model
+        self.site = site
+        self.num_warmup = check_positive_int("num_warmup", num_warmup)
+        self.num_samples = check_positive_int("num_samples", num_samples)
+        self.num_chains = check_positive_int("num_chains", num_chains)
+        self.max_draws = check_positive_int("max_draws", max_draws)
+        self.run = run
+        self.run_kwargs = run_kwargs
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "__name__", type(self.model).__name__)
+        return (f"NumPyroSurrogate(model={name}, site={self.site!r}, num_warmup={self.num_warmup}"
+                f", num_samples={self.num_samples}, num_chains={self.num_chains}, "
+                f"max_draws={self.max_draws})")
+
+    def fit(self, x, y, *, key) -> NumPyroFitted:
+        """Sample the posterior given ``x`` ``(n, d)``, ``y`` ``(n,)``; keep ``max_draws`` draws."""
+        key = check_key("key", key)
+        x = check_finite("x", as_array("x", x, ndim=2))
+        y = check_finite("y", as_array("y", y, ndim=1))
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x, y: lengths differ (x has {x.shape[0]}, y has {y.shape[0]})")
+        run = self.run
+        if run is None:
+            from probkit.inference.hmc import run
+        with jax.enable_x64(True):
+            res = run(self.model, jnp.asarray(x), jnp.asarray(y), key=key,
+                      num_warmup=self.num_warmup, num_samples=self.num_samples,
+                      num_chains=self.num_chains, progress_bar=False, **self.run_kwargs)
+            draws = {}
+            for name, v in res.posterior.items():
+                if name == self.site:
+                    continue
+                v = jnp.asarray(v)
+                draws[name] = v.reshape((-1,) + v.shape[2:])
+            if not draws:
+                raise ValueError("model: the engine returned no latent draws")
+            total = next(iter(draws.values())).shape[0]
+            idx = np.unique(np.linspace(0, total - 1, min(self.max_draws, total)).astype(int))
+            draws = {k: v[idx] for k, v in draws.items()}
+        return NumPyroFitted(draws, self.model, self.site)
