@@ -14,7 +14,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> str:
     """A one-line description of this machine."""
-    return f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}, "
+            f"Python {platform.python_version()}")
 
 
 def row(dataset: str, method: str, setting: str, metric: str, value: float,

@@ -84,7 +84,8 @@ def check_positive(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
     ok = np.isfinite(arr) & ((arr >= 0) if allow_zero else (arr > 0))
     if not np.all(ok):
         bound = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name}: must be finite and {bound}, got {arr if arr.size < 8 else arr.ravel()[:8]}")
+        shown = arr if arr.size < 8 else arr.ravel()[:8]
+        raise ValueError(f"{name}: must be finite and {bound}, got {shown}")
     return arr
 
 

@@ -46,7 +46,8 @@ def run_demo(out: Path, names: list[str] | None = None, seed: int = 0) -> int:
         text = module.demo(out, key=jax.random.fold_in(key, i))
         print(text)
         print(f"[{name}: {time.perf_counter() - t0:.1f} s]", flush=True)
-    print(f"\nprobkit demo finished in {time.perf_counter() - t_all:.1f} s; files in {out.resolve()}")
+    total = time.perf_counter() - t_all
+    print(f"\nprobkit demo finished in {total:.1f} s; files in {out.resolve()}")
     return 0
 
 
