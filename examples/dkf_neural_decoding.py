@@ -54,25 +54,25 @@ def main(argv=None) -> Path:
     dk = np.asarray(out.mean)
     sd = np.sqrt(np.asarray(out.cov)[:, [0, 1], [0, 1]])
 
-    lines = []
-    for name, pred in (("Kalman filter", kf), (f"DKF ({args.learner})", dk)):
-        lines.append(f"{name:16s} NRMSE {dkf.nrmse(pred, z_test):.3f}   mean abs. angle "
-                     f"{dkf.mean_absolute_angle(pred, z_test):.3f} rad")
-    print("\n".join(lines))
+    scores = {name: (dkf.nrmse(pred, z_test), dkf.mean_absolute_angle(pred, z_test))
+              for name, pred in (("Kalman filter", kf), (f"DKF ({args.learner})", dk))}
+    for name, (e, a) in scores.items():
+        print(f"{name:16s} NRMSE {e:.3f}   mean abs. angle {a:.3f} rad")
+    label = {name: f"{name}: NRMSE {e:.3f}, angle {a:.3f} rad" for name, (e, a) in scores.items()}
 
     w = slice(0, args.window)
     t = np.arange(5000, 5000 + z_test.shape[0])[w]
     fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     for i, ax in enumerate(axes):
         ax.plot(t, z_test[w, i], color="black", lw=1.5, label="true")
-        ax.plot(t, kf[w, i], color="tab:blue", lw=1, label="Kalman filter")
-        ax.plot(t, dk[w, i], color="tab:red", lw=1, label=f"DKF ({args.learner})")
+        ax.plot(t, kf[w, i], color="tab:blue", lw=1, label=label["Kalman filter"])
+        ax.plot(t, dk[w, i], color="tab:red", lw=1, label=label[f"DKF ({args.learner})"])
         ax.fill_between(t, dk[w, i] - 2 * sd[w, i], dk[w, i] + 2 * sd[w, i], color="tab:red",
                         alpha=0.15, lw=0)
         ax.set_ylabel(["x-velocity", "y-velocity"][i])
-    axes[0].legend(loc="upper right", ncol=3, fontsize=8)
-    axes[0].set_title("Flint 2012 trial 1, test steps (100 ms bins): " + "; ".join(
-        s.split("   ")[0].replace("  ", " ") for s in lines), fontsize=9)
+    axes[0].legend(loc="upper right", ncol=3, fontsize=7)
+    axes[0].set_title("Hand velocity decoded from M1 (Flint 2012, trial 1, test rows "
+                      "5000-5999; shaded: DKF +- 2 sd; metrics on all 1000 test steps)", fontsize=9)
     axes[1].set_xlabel("time step")
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)

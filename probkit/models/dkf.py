@@ -44,12 +44,19 @@ Positive-definiteness fix
 :math:`Q^{-1} - S^{-1} \succ 0` (all generalised eigenvalues :math:`e < 1`) is needed. Where it
 fails, ``pd_fix`` chooses one of the three fixes the authors use:
 
-* ``"robust"`` (default; the paper's text, Sec. 2): use the robust update at that step;
-* ``"clip"`` (their MATLAB code for Secs. 4.2-4.4): clip the generalised eigenvalues of
-  :math:`(Q, S)` at :math:`1 - \epsilon` (the code clips at 1, which makes :math:`R` infinite in
-  that direction; :math:`\epsilon` = ``eps`` keeps it finite);
-* ``"inflate"`` (their code for Sec. 4.5 and the Python/JAX classes):
-  :math:`Q \leftarrow (Q^{-1} + S^{-1})^{-1}`, i.e. the update uses :math:`R = Q`.
+* ``"inflate"`` (**default**; the authors' code for the real-data Sec. 4.5 and their public
+  Python/JAX classes): :math:`Q \leftarrow (Q^{-1} + S^{-1})^{-1}` at that step, i.e. the update
+  uses precision :math:`Q^{-1}` and information :math:`(Q^{-1} + S^{-1})f`;
+* ``"robust"`` (the paper's text, Sec. 2): use the robust update at that step;
+* ``"clip"`` (their MATLAB code for the simulations, Secs. 4.2-4.4): clip the generalised
+  eigenvalues of :math:`(Q, S)` at :math:`1 - \epsilon`, forcing :math:`Q \preceq S` (the code
+  clips at 1, which makes :math:`R` infinite in that direction; :math:`\epsilon` = ``eps`` keeps
+  it finite).
+
+The default was chosen because it is what produced the paper's neural-decoding results; on
+the Gaussian-mixture simulation ``"clip"`` is clearly better (``benchmarks/dkf.py`` reports
+all three), so pass ``pd_fix="clip"`` for model-matched simulations. ``DKFResult.pd_fixed``
+marks the steps where a fix was applied.
 
 Learners for :math:`(f, Q)`
 ---------------------------
@@ -95,6 +102,7 @@ import numpyro.distributions as dist
 import optax
 import scipy.optimize
 from jax import Array
+from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
 from probkit import kernels as _kernels
@@ -568,7 +576,7 @@ def dkf_filter(dynamics: DynamicsParams, f, Q, *, robust: bool = False, pd_fix: 
     Returns
     -------
     DKFResult
-        Float64 ``mean`` (…, T, D), ``cov`` (…, T, D, D), ``pd_fixed`` (…, T).
+        NumPy float64 arrays ``mean`` (…, T, D), ``cov`` (…, T, D, D), ``pd_fixed`` (…, T).
 
     Notes
     -----
@@ -599,6 +607,7 @@ def dkf_filter(dynamics: DynamicsParams, f, Q, *, robust: bool = False, pd_fix: 
         out = _dkf_batched(*(jnp.asarray(a, jnp.float64) for a in (dyn.A, dyn.G, dyn.S, f, Q)),
                            jnp.float64(eps), jnp.asarray(bool(robust)),
                            jnp.asarray(PD_FIXES.index(pd_fix), jnp.int32))
+    out = DKFResult(*(np.asarray(a) for a in out))   # NumPy float64, whatever the x64 flag
     if single:
         out = DKFResult(*(a[0] for a in out))
     return out
@@ -612,17 +621,21 @@ def dkf_filter(dynamics: DynamicsParams, f, Q, *, robust: bool = False, pd_fix: 
 def _gm_moments(x, H, noise_cov, log_weights, S):
     Sinv = jnp.linalg.inv(S)
 
+    _, logdet_S = jnp.linalg.slogdet(S)
+
     def component(Hl, Ll):
-        C = Hl @ S @ Hl.T + Ll
-        Lc = jnp.linalg.cholesky(C)
-        white = solve_triangular(Lc, x.T, lower=True)          # (P, N)
-        logpdf = (-0.5 * jnp.sum(white**2, 0) - jnp.sum(jnp.log(jnp.diagonal(Lc)))
-                  - 0.5 * x.shape[1] * jnp.log(2 * jnp.pi))
-        HtLinv = jnp.linalg.solve(Ll, Hl).T                      # H' Lam^-1, (D, P)
-        Dl = jnp.linalg.inv(HtLinv @ Hl + Sinv)
+        # Woodbury: C = H S H' + Lam, C^-1 = Lam^-1 - Lam^-1 H D H' Lam^-1 with
+        # D = (H' Lam^-1 H + S^-1)^-1, log|C| = log|Lam| + log|S| - log|D| (no P x P x N solve)
+        Linv = jnp.linalg.inv(Ll)
+        Linv = 0.5 * (Linv + Linv.T)
+        Lx = x @ Linv                                            # (N, P)
+        Dl = jnp.linalg.inv(Hl.T @ Linv @ Hl + Sinv)
         Dl = 0.5 * (Dl + Dl.T)
-        Vl = Dl @ HtLinv
-        return logpdf, Dl, x @ Vl.T
+        u = Lx @ Hl                                              # H' Lam^-1 x, (N, D)
+        quad = jnp.sum(x * Lx, -1) - jnp.einsum("nd,de,ne->n", u, Dl, u)
+        logdet = jnp.linalg.slogdet(Ll)[1] + logdet_S - jnp.linalg.slogdet(Dl)[1]
+        logpdf = -0.5 * (quad + logdet + x.shape[1] * jnp.log(2 * jnp.pi))
+        return logpdf, Dl, u @ Dl                                # V x = D H' Lam^-1 x
 
     logpdf, Dl, Vx = jax.vmap(component)(H, noise_cov)       # (L, N), (L, D, D), (L, N, D)
     w = jax.nn.softmax(log_weights[:, None] + logpdf, axis=0)  # (L, N)
@@ -632,7 +645,7 @@ def _gm_moments(x, H, noise_cov, log_weights, S):
     return f, 0.5 * (Q + jnp.swapaxes(Q, -1, -2))
 
 
-def gaussian_mixture_moments(x, H, noise_cov, weights, S) -> tuple[Array, Array]:
+def gaussian_mixture_moments(x, H, noise_cov, weights, S) -> tuple[np.ndarray, np.ndarray]:
     """Exact :math:`f(x) = E[z|x]`, :math:`Q(x) = Var[z|x]` for Gaussian-mixture observations.
 
     For :math:`z \\sim N(0, S)` and :math:`p(x|z) = \\sum_l \\pi_l N(x; H_l z, \\Lambda_l)`:
@@ -678,8 +691,9 @@ def gaussian_mixture_moments(x, H, noise_cov, weights, S) -> tuple[Array, Array]
         raise ValueError(f"weights: expected shape {(n_comp,)}, got {weights.shape}")
     S = _check_spd("S", S, d)
     with jax.enable_x64(True):
-        return _gm_moments(*(jnp.asarray(a, jnp.float64) for a in
+        f, Q = _gm_moments(*(jnp.asarray(a, jnp.float64) for a in
                              (x, H, noise_cov, np.log(weights / weights.sum()), S)))
+        return np.asarray(f), np.asarray(Q)
 
 
 def fit_linear_observation(x, z) -> tuple[np.ndarray, np.ndarray]:
@@ -737,7 +751,7 @@ def kalman_decode(dynamics: DynamicsParams, H, Lam, x):
         params = LGSSM(initial_mean=jnp.zeros(d), initial_cov=jnp.asarray(dyn.S),
                        transition_matrix=jnp.asarray(dyn.A), transition_cov=jnp.asarray(dyn.G),
                        emission_matrix=jnp.asarray(H), emission_cov=jnp.asarray(Lam))
-        return kalman_filter(params, jnp.asarray(x))
+        return jax.tree.map(np.asarray, kalman_filter(params, jnp.asarray(x)))
 
 
 def nrmse(pred, true) -> float:
@@ -776,7 +790,7 @@ def _nw_loo(x, y, d2, bandwidth):
     return jnp.mean(jnp.sum((pred - y) ** 2, -1))
 
 
-def nw_predict(x_train, y_train, bandwidth: float, x_query) -> Array:
+def nw_predict(x_train, y_train, bandwidth: float, x_query) -> np.ndarray:
     """Nadaraya-Watson regression with a Gaussian kernel.
 
     :math:`\\hat y(x) = \\sum_i w_i(x) y_i` with
@@ -792,8 +806,9 @@ def nw_predict(x_train, y_train, bandwidth: float, x_query) -> Array:
     2.0
     """
     with jax.enable_x64(True):
-        return _nw_predict(jnp.asarray(x_train, jnp.float64), jnp.asarray(y_train, jnp.float64),
-                           jnp.float64(bandwidth), jnp.asarray(x_query, jnp.float64))
+        return np.asarray(_nw_predict(jnp.asarray(x_train, jnp.float64),
+                                      jnp.asarray(y_train, jnp.float64), jnp.float64(bandwidth),
+                                      jnp.asarray(x_query, jnp.float64)))
 
 
 def nw_loo_error(x, y, bandwidth: float) -> float:
@@ -880,7 +895,7 @@ def _fit_residual_cov(x_hold, resid, kind: str) -> _ResidualCov:
     return _ResidualCov(x_hold, rr, np.float64(h), const, jitter)
 
 
-def _predict_residual_cov(state: _ResidualCov, x) -> Array:
+def _predict_residual_cov(state: _ResidualCov, x) -> np.ndarray:
     d = state.const.shape[0]
     with jax.enable_x64(True):
         if state.x.shape[0] == 0:
@@ -888,7 +903,7 @@ def _predict_residual_cov(state: _ResidualCov, x) -> Array:
         else:
             Q = nw_predict(state.x, state.rr, float(state.bandwidth), x).reshape(-1, d, d)
         Q = 0.5 * (Q + jnp.swapaxes(Q, -1, -2))
-        return Q + state.jitter * jnp.eye(d)
+        return np.asarray(Q + state.jitter * jnp.eye(d))
 
 
 class _Learner:
@@ -910,7 +925,7 @@ class _Learner:
             raise ValueError(f"x: expected {self.in_dim} columns (as in training), got {x.shape}")
         return x.astype(np.float64)
 
-    def predict_mean(self, x) -> Array:
+    def predict_mean(self, x) -> np.ndarray:
         """Only :math:`f(x)`."""
         return self.predict(x)[0]
 
@@ -969,7 +984,7 @@ class NadarayaWatson(_Learner):
         self._state = {"x": x[tr], "z": z[tr], "bandwidth": np.float64(h), **_cov_arrays(cov)}
         return self
 
-    def predict(self, x) -> tuple[Array, Array]:
+    def predict(self, x) -> tuple[np.ndarray, np.ndarray]:
         """``f(x)`` (N, D) and ``Q(x)`` (N, D, D), float64."""
         x = self._check_predict(x)
         s = self._state
@@ -1112,7 +1127,7 @@ class MLPLearner(_Learner):
     (2, 1, 1)
     """
 
-    def __init__(self, *, width: int = 32, depth: int = 2, num_steps: int = 2000,
+    def __init__(self, *, width: int = 32, depth: int = 2, num_steps: int = 1000,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
                  holdout: float = 0.3) -> None:
         self.width = check_positive_int("width", width)
@@ -1153,7 +1168,7 @@ class MLPLearner(_Learner):
         self._state = (net, sc)
         return self
 
-    def predict(self, x) -> tuple[Array, Array]:
+    def predict(self, x) -> tuple[np.ndarray, np.ndarray]:
         """``f(x)`` (N, D) and ``Q(x) = L L^T`` (N, D, D), float64."""
         x = self._check_predict(x)
         net, sc = self._state
@@ -1161,7 +1176,7 @@ class MLPLearner(_Learner):
             m, L = jax.vmap(net)((jnp.asarray(x) - sc.x_mean) / sc.x_scale)
             f = sc.z_mean + sc.z_scale * m
             L = sc.z_scale[:, None] * L
-            return f, L @ jnp.swapaxes(L, -1, -2)
+            return np.asarray(f), np.asarray(L @ jnp.swapaxes(L, -1, -2))
 
     def save(self, path) -> None:
         """Write a JSON header line, then ``eqx.tree_serialise_leaves`` of (network, scaler)."""
@@ -1288,11 +1303,11 @@ class GaussianProcess(_Learner):
                 vg = jax.jit(jax.value_and_grad(lambda th, y: _gp_nll(th, treedef, xs, y)))
                 for j in range(d):
                     y = jnp.asarray(zt[sub, j] - z_mean[j])
-                    flat, unravel = jax.flatten_util.ravel_pytree([jnp.asarray(t) for t in theta0])
+                    flat, unravel = ravel_pytree([jnp.asarray(t) for t in theta0])
 
                     def fun(v, y=y, unravel=unravel):
                         val, g = vg(unravel(jnp.asarray(v)), y)
-                        return float(val), np.asarray(jax.flatten_util.ravel_pytree(g)[0])
+                        return float(val), np.asarray(ravel_pytree(g)[0])
 
                     res = scipy.optimize.minimize(fun, np.asarray(flat), jac=True,
                                                   method="L-BFGS-B",
@@ -1315,7 +1330,7 @@ class GaussianProcess(_Learner):
         self._state = {**state, **_cov_arrays(cov)}
         return self
 
-    def predict(self, x) -> tuple[Array, Array]:
+    def predict(self, x) -> tuple[np.ndarray, np.ndarray]:
         """``f(x)`` (N, D) and ``Q(x)`` (N, D, D), float64."""
         x = self._check_predict(x)
         s = self._state
@@ -1323,7 +1338,7 @@ class GaussianProcess(_Learner):
         with jax.enable_x64(True):
             f = _gp_mean(treedef, [jnp.asarray(a) for a in leaves], jnp.asarray(s["x"]),
                          jnp.asarray(s["alpha"]), jnp.asarray(s["z_mean"]), jnp.asarray(x))
-        return f, _predict_residual_cov(_cov_from_arrays(s), x)
+        return np.asarray(f), _predict_residual_cov(_cov_from_arrays(s), x)
 
     def save(self, path) -> None:
         """Save to ``.npz`` (arrays plus a JSON header); reloads bit-for-bit."""
