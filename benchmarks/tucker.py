@@ -10,12 +10,13 @@ Settings (the authors' configs, see the paper note):
   FunBaT (Tucker) R=3: Matern 1/2, l 0.5, s^2 1, damping 0.9/0.9/0.95, 200 epochs, y
   standardised with train statistics; errors in deg F;
 * baselines on the same folds: ``tensorly-tucker-als`` / ``tensorly-cp-als`` (masked ALS on the
-  discrete 15x95x267 grid, y standardised), ``probkit-funbat-dense-gp`` (the same CEP with each
-  mode's factor posterior from the dense Matern Gram matrix instead of the Kalman smoother:
-  same numbers, O(I^3) time);
-* memory: FunBaT Tucker R=7 on US-TEMP fold 0 in a child process, peak RSS.
+  discrete 15x95x267 grid, y standardised), ``probkit-funbat-*-dense-gp`` (the same CEP with
+  each mode's factor posterior from the dense Matern Gram matrix instead of the Kalman
+  smoother: same numbers, O(I^3 R^3) time; US-TEMP fold 0 only);
+* memory: FunBaT Tucker R=7 on US-TEMP fold 0 (200 epochs) in a child process, peak RSS.
 
-Run ``python benchmarks/tucker.py`` (full) or ``--quick`` (< 2 min, fold 0, fewer epochs).
+Run ``python benchmarks/tucker.py`` (full) or ``--quick`` (fold 0, fewer epochs, no dense
+baseline and no R=7 probe; about 1-2 min, mostly JIT compilation).
 Needs the ``bench`` extra (tensorly).
 """
 
@@ -130,9 +131,10 @@ def main(argv=None):
     res = [run_funbat(d["tr_ind_CONTI"], d["tr_y"], d["te_ind_CONTI"], d["te_y"], SYN, seed=s)
            for s in seeds]
     summarize(rows, "synthetic", "probkit-funbat-cp", "R=1", res)
-    res = [run_funbat(d["tr_ind_CONTI"], d["tr_y"], d["te_ind_CONTI"], d["te_y"], SYN, seed=s,
-                      mode_solver="dense") for s in seeds]
-    summarize(rows, "synthetic", "probkit-funbat-cp-dense-gp", "R=1", res)
+    if not quick:
+        res = [run_funbat(d["tr_ind_CONTI"], d["tr_y"], d["te_ind_CONTI"], d["te_y"], SYN,
+                          seed=s, mode_solver="dense") for s in seeds]
+        summarize(rows, "synthetic", "probkit-funbat-cp-dense-gp", "R=1", res)
     shape = np.maximum(d["tr_ind_DISCT"].max(0), d["te_ind_DISCT"].max(0)) + 1
     res = [run_tensorly(shape, d["tr_ind_DISCT"], d["tr_y"], d["te_ind_DISCT"], d["te_y"], 1,
                         "cp")]
@@ -152,20 +154,20 @@ def main(argv=None):
                               ("R=3", TK3, "probkit-funbat-tucker")):
         res = [run_funbat(scale(a), b, scale(c), e, cfg, **ep) for a, b, c, e in data]
         summarize(rows, "us-temp", method, name, res)
-    if not quick:
+    if not quick:  # dense O(I^3 R^3) factor solves: fold 0 only (same numbers, the time differs)
         res = [run_funbat(scale(a), b, scale(c), e, TK3, mode_solver="dense")
-               for a, b, c, e in data]
-        summarize(rows, "us-temp", "probkit-funbat-tucker-dense-gp", "R=3", res)
-        res = [run_funbat(scale(a), b, scale(c), e, CP5, mode_solver="dense")
                for a, b, c, e in data[:1]]
-        summarize(rows, "us-temp", "probkit-funbat-cp-dense-gp", "R=5", res)
+        summarize(rows, "us-temp", "probkit-funbat-tucker-dense-gp", "R=3", res)
     n_iter = 30 if quick else 100
     for rank, kind, method in ((5, "cp", "tensorly-cp-als"), (3, "tucker", "tensorly-tucker-als")):
         res = [run_tensorly(shape, a, b, c, e, rank, kind, n_iter) for a, b, c, e in data]
         summarize(rows, "us-temp", method, f"R={rank}", res)
 
-    # ---- memory at R = 7 (child process, so its peak RSS is its own)
-    epochs = 5 if quick else 200
+    # ---- memory at R = 7 (child process, so its peak RSS is its own; full run only)
+    if quick:
+        write_results("tucker", rows, quick=quick)
+        return
+    epochs = 200
     out = subprocess.run([sys.executable, __file__, "--memory-probe", "7", "--probe-epochs",
                           str(epochs)], capture_output=True, text=True, check=True)
     probe = json.loads(out.stdout.strip().splitlines()[-1])

@@ -84,11 +84,14 @@ class Stationary(Kernel):
         raise NotImplementedError
 
     def scaled_sqdist(self, x1: Array, x2: Array) -> Array:
-        """Squared distance after dividing each input dimension by its lengthscale."""
+        """Squared distance after dividing each input dimension by its lengthscale.
+
+        Computed from the differences (XLA fuses the subtraction into the reduction), not as
+        ``|a|^2 + |b|^2 - 2 a.b``, which cancels catastrophically for nearby inputs.
+        """
         a = as_2d(x1) / self.lengthscale
         b = as_2d(x2) / self.lengthscale
-        d2 = jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2.0 * a @ b.T
-        return jnp.maximum(d2, 0.0)
+        return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
 
     def __call__(self, x1: Array, x2: Array) -> Array:
         d2 = self.scaled_sqdist(x1, x2)
@@ -146,27 +149,42 @@ class Matern52(Stationary):
 # ---------------------------------------------------------------------------------------------
 
 _NNGP_ACTIVATIONS = ("relu", "erf")
-# Correlations are clamped to +-(1 - _RHO_CLAMP) before arccos/arcsin: their derivatives are
-# infinite at +-1 (duplicate inputs), the clamp keeps gradients finite at a relative error of
-# about _RHO_CLAMP in the affected entries. Diagonals never go through it (closed forms below).
-_RHO_CLAMP = 1e-7
+# erf: the arcsine argument 2c/sqrt((1+2q1)(1+2q2)) is < 1 for finite variances; it is clamped to
+# +-(1 - _ERF_CLAMP) so that its derivative 1/sqrt(1 - r^2) stays finite for huge variances.
+_ERF_CLAMP = 1e-12
 
 
 def _is_concrete(value) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
 
 
+@jax.custom_jvp
+def _arccos_j(rho: Array) -> Array:
+    """:math:`J = \\sin\\theta + (\\pi - \\theta)\\cos\\theta` with :math:`\\theta = \\arccos\\rho`.
+
+    Its derivative :math:`J'(\\rho) = \\pi - \\arccos\\rho` is finite on [-1, 1] although those
+    of its two terms are not, so it is supplied by hand (duplicate inputs give rho = 1).
+    """
+    return jnp.sqrt(jnp.maximum(1.0 - rho**2, 0.0)) + (math.pi - jnp.arccos(rho)) * rho
+
+
+@_arccos_j.defjvp
+def _arccos_j_jvp(primals, tangents):
+    (rho,), (dot,) = primals, tangents
+    return _arccos_j(rho), (math.pi - jnp.arccos(rho)) * dot
+
+
 def _relu_expectation(q1: Array, q2: Array, c: Array) -> Array:
     """E[relu(u) relu(v)] for centred Gaussians with Var u = q1, Var v = q2, Cov = c.
 
     Arc-cosine kernel of degree 1 (Cho & Saul 2009):
-    sqrt(q1 q2)/(2 pi) (sin t + (pi - t) cos t), t = arccos(c / sqrt(q1 q2)).
+    sqrt(q1 q2)/(2 pi) (sin t + (pi - t) cos t), t = arccos(c / sqrt(q1 q2)), with the
+    arccos argument clamped to [-1, 1].
     """
     norm = jnp.sqrt(q1 * q2)
     safe = jnp.where(norm > 0, norm, 1.0)
-    rho = jnp.clip(c / safe, -1.0 + _RHO_CLAMP, 1.0 - _RHO_CLAMP)
-    theta = jnp.arccos(rho)
-    val = norm / (2.0 * math.pi) * (jnp.sqrt(1.0 - rho**2) + (math.pi - theta) * rho)
+    rho = jnp.clip(c / safe, -1.0, 1.0)
+    val = norm / (2.0 * math.pi) * _arccos_j(rho)
     return jnp.where(norm > 0, val, 0.0)
 
 
@@ -176,7 +194,7 @@ def _erf_expectation(q1: Array, q2: Array, c: Array) -> Array:
     Written as (2/pi) atan2(2c, sqrt((1+2q1)(1+2q2) - 4c^2)), with the ratio clamped.
     """
     den = jnp.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
-    rho = jnp.clip(2.0 * c / den, -1.0 + _RHO_CLAMP, 1.0 - _RHO_CLAMP)
+    rho = jnp.clip(2.0 * c / den, -1.0 + _ERF_CLAMP, 1.0 - _ERF_CLAMP)
     return (2.0 / math.pi) * jnp.arcsin(rho)
 
 
@@ -212,10 +230,11 @@ class NNGP(Kernel):
     * erf (arcsine, Williams 1997): :math:`E = \frac{2}{\pi}\arcsin\frac{2c}
       {\sqrt{(1+2q_1)(1+2q_2)}}`; diagonal :math:`\frac2\pi\arcsin\frac{2q}{1+2q}`.
 
-    Diagonals are propagated with their exact closed forms; off-diagonal correlations are
-    clamped to :math:`\pm(1-10^{-7})` so that gradients stay finite at duplicate inputs.
-    When called as ``k(x, x)`` with the same array object the diagonal of every layer is
-    set to its exact value. Compute in float64 (inside ``jax.enable_x64(True)``) where the
+    Diagonals are propagated with their exact closed forms (when called as ``k(x, x)`` with
+    the same array object the diagonal of every layer is set to them); the arccos argument is
+    clamped to [-1, 1] and the derivative of the ReLU expectation in the correlation,
+    :math:`(\pi-\theta)/(2\pi)`, is written out, so gradients stay finite at duplicate inputs.
+    Compute in float64 (inside ``jax.enable_x64(True)``) where the
     Gram matrix is factorised.
 
     Parameters
@@ -318,6 +337,5 @@ class NNGP(Kernel):
 
 
 def _set_diagonal(m: Array, d: Array) -> Array:
-    n = m.shape[0]
-    idx = jnp.arange(n)
-    return m.at[idx, idx].set(d)
+    eye = jnp.eye(m.shape[0], dtype=bool)
+    return jnp.where(eye, d[:, None], m)

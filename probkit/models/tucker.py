@@ -175,9 +175,10 @@ class TuckerData(NamedTuple):
 
     Attributes
     ----------
-    positions : Array, shape (N, K) int32
-        Position of each datum's coordinate in each mode's grid.
-    y : Array, shape (N,)
+    positions : Array, shape (N', K) int32
+        Position of each datum's coordinate in each mode's grid (padded with zeros to a
+        power of two N' >= N, like the tree levels, so similar sizes share one compilation).
+    y : Array, shape (N',)
     grids : tuple of Array, shapes (I_k,)
         Sorted unique training coordinates per mode.
     observed : tuple of Array, shapes (I_k,) bool
@@ -311,7 +312,16 @@ def _prefix_tree(pos: np.ndarray, y: np.ndarray, k: int):
     if K == 1:
         count = np.bincount(keys[:, 0], weights=count)
         ysum = np.bincount(keys[:, 0], weights=ysum)
+        return count, ysum, ()
+    # Pad every level to a power-of-two number of keys (zero counts, parent 0): new data of
+    # a similar size then reuses the compiled epoch.
+    count, ysum = _pad(count, _bucket(len(count))), _pad(ysum, _bucket(len(ysum)))
+    levels = [(_pad(c, _bucket(len(c))), _pad(p, _bucket(len(p)))) for c, p in levels]
     return count, ysum, tuple(levels)
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)])
 
 
 def prepare_data(index, y, config: TuckerConfig) -> TuckerData:
@@ -341,7 +351,9 @@ def prepare_data(index, y, config: TuckerConfig) -> TuckerData:
         pos.append(inv.reshape(-1).astype(np.int32))
     pos = np.stack(pos, 1)
     trees = [_prefix_tree(pos, y, k) for k in range(config.num_modes)]
-    return TuckerData(pos, y, tuple(grids), tuple(np.ones(len(g), bool) for g in grids),
+    n = _bucket(len(y))
+    return TuckerData(_pad(pos, n), _pad(y, n), tuple(grids),
+                      tuple(np.ones(len(g), bool) for g in grids),
                       tuple(t[0] for t in trees), tuple(t[1] for t in trees),
                       tuple(t[2] for t in trees), np.asarray(np.sum(y * y)),
                       np.asarray(float(len(y))))
@@ -638,8 +650,8 @@ def _init(data, key, config):
 
 def _train_rmse(state: CEPState, data: TuckerData, config: TuckerConfig) -> Array:
     f = _mean_f(tuple(state.mean), state.core_mean, data.positions, config)
-    r = data.y - f
-    return jnp.sqrt(jnp.mean(r * r))
+    r = jnp.where(jnp.arange(f.shape[0]) < data.num_data, data.y - f, 0.0)
+    return jnp.sqrt(jnp.sum(r * r) / data.num_data)
 
 
 def _mean_f(means, core_mean, positions, config):
