@@ -19,6 +19,7 @@ __all__ = ["SECTIONS", "main"]
 #: Demo sections, in the order they run: (name, title).
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("hmc", "HMC engine: eight schools with BlackJAX NUTS, read in ArviZ"),
+    ("nngp", "Scale mixtures of NNGPs: Student-t process vs Gaussian NNGP under heavy tails"),
     ("tucker", "Functional Bayesian Tucker decomposition: factor curves with bands"),
     ("dkf", "Discriminative Kalman filter: decoding hand velocity from neural features"),
 )

@@ -1,7 +1,13 @@
 """Shared fixtures: float64 for tests that compare with closed forms to tight tolerances."""
 
-import jax
-import pytest
+import os
+
+# One OpenBLAS thread: on 2 cores shared with XLA's own threads, a threaded OpenBLAS
+# oversubscribes and small Cholesky/eigh calls slow down 100-fold (measured here).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture
