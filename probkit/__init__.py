@@ -1,9 +1,9 @@
-"""probkit: NumPyro model families from recent Bayesian ML research, with inference engines built for them.
+"""probkit: NumPyro model families from recent Bayesian ML research, with their engines.
 
-The public face of the package: it re-exports only. Subpackages hold the work:
-``probkit.kernels``, ``probkit.statespace``, ``probkit.distributions``, ``probkit.result``,
-``probkit.inference`` (``hmc``, ``message_passing``, ``pfn``), ``probkit.models``, ``probkit.bo``,
-``probkit.datasets``.
+The public face of the package: it re-exports only. The work lives in ``probkit.kernels``,
+``probkit.statespace``, ``probkit.distributions``, ``probkit.result``, ``probkit.inference``
+(``hmc``, ``message_passing``, ``sbc``), ``probkit.models`` (``nngp``, ``tucker``, ``dkf``),
+``probkit.bo`` and ``probkit.datasets``.
 """
 
 from probkit.result import Result

@@ -22,6 +22,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("nngp", "Scale mixtures of NNGPs: Student-t process vs Gaussian NNGP under heavy tails"),
     ("tucker", "Functional Bayesian Tucker decomposition: factor curves with bands"),
     ("dkf", "Discriminative Kalman filter: decoding hand velocity from neural features"),
+    ("bo", "Bayesian optimisation: GP surrogate with log-EI on Branin"),
 )
 
 

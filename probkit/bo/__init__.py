@@ -2,7 +2,8 @@
 
 * :mod:`~probkit.bo.protocol` — the ``Surrogate`` / ``Fitted`` / ``Posterior`` protocols and the two
   ready posteriors (joint Gaussian, ensemble of draws);
-* :mod:`~probkit.bo.gp` — exact GP surrogate (RBF/Matern, MAP hyperparameters, padded to compile once);
+* :mod:`~probkit.bo.gp` — exact GP surrogate (RBF/Matern, MAP hyperparameters, padded so that it
+  compiles once);
 * :mod:`~probkit.bo.surrogates` — any NumPyro regression model through the HMC engine (and further
   families);
 * :mod:`~probkit.bo.acquisition` — log-EI (Ament et al. 2023), UCB, qLogEI, qUCB, Thompson sampling,
@@ -36,11 +37,11 @@ from probkit.bo.functions import PROBLEMS, Problem, ackley, branin, forrester, h
 from probkit.bo.gp import GP, GPFitted
 from probkit.bo.optimizer import BayesOpt, OptimizeResult, best_so_far, minimize, plot_convergence
 from probkit.bo.protocol import Fitted, GaussianPosterior, Posterior, SamplePosterior, Surrogate
-from probkit.bo.surrogates import NumPyroSurrogate
+from probkit.bo.surrogates import NumPyroSurrogate, StudentTNNGPSurrogate
 
 __all__ = [
     "Surrogate", "Fitted", "Posterior", "GaussianPosterior", "SamplePosterior",
-    "GP", "GPFitted", "NumPyroSurrogate",
+    "GP", "GPFitted", "NumPyroSurrogate", "StudentTNNGPSurrogate",
     "LogEI", "UCB", "QLogEI", "QUCB", "Thompson", "log_h", "log_ei", "ei", "optimize_acquisition",
     "BayesOpt", "OptimizeResult", "minimize", "best_so_far", "plot_convergence",
     "Problem", "PROBLEMS", "forrester", "branin", "hartmann6", "ackley", "levy",

@@ -29,8 +29,9 @@ improvement of a value :math:`f` over the incumbent :math:`y^*` is :math:`(y^* -
 
 :func:`optimize_acquisition` maximises an acquisition over :math:`[0,1]^{q\times d}`: random raw
 candidates (a quarter of them Gaussian perturbations of the incumbent), the best ``num_restarts``
-refined by projected Adam with a cosine step-size decay, all in one ``jax.jit`` that takes the
-fitted surrogate as an argument, so it compiles once per (surrogate shape, ``q``, ``d``).
+refined by projected Adam with a cosine step-size decay, all in one ``equinox.filter_jit`` that
+takes the fitted surrogate as an argument (its arrays traced, anything else static), so it
+compiles once per (surrogate shape, ``q``, ``d``).
 
 Examples
 --------
@@ -297,21 +298,6 @@ def optimize_acquisition(acquisition, fitted, best, x_best, *, key, q: int = 1,
     with jax.enable_x64(True):
         x_best = jnp.asarray(x_best, dtype=jnp.float64).reshape(1, 1, -1)[0]
         best = jnp.asarray(best, dtype=jnp.float64)
-        if not _is_array_pytree(fitted):
-            fitted = _Closed(fitted)
         return _optimize(acquisition, fitted, best, x_best, key, q, num_raw, num_restarts,
                          num_steps, lr, local_scale)
 
-
-def _is_array_pytree(tree) -> bool:
-    leaves = jax.tree.leaves(tree)
-    return bool(leaves) and all(isinstance(leaf, jax.Array) for leaf in leaves)
-
-
-class _Closed(eqx.Module):
-    """Wraps a fitted object that is not a pytree of arrays (static: recompiles every call)."""
-
-    inner: object = eqx.field(static=True)
-
-    def posterior(self, x):
-        return self.inner.posterior(x)

@@ -10,14 +10,17 @@ Branin, Hartmann-6 and Ackley-10).
 * Forrester (1-D, :math:`[0, 1]`): :math:`f(x) = (6x-2)^2 \sin(12x-4)`,
   :math:`f^* = -6.020740` at :math:`x^* = 0.757249`.
 * Branin (2-D, :math:`[-5,10]\times[0,15]`):
-  :math:`f = (x_2 - \tfrac{5.1}{4\pi^2}x_1^2 + \tfrac{5}{\pi}x_1 - 6)^2 + 10(1-\tfrac1{8\pi})\cos x_1 + 10`,
+  :math:`f = (x_2 - \tfrac{5.1}{4\pi^2}x_1^2 + \tfrac{5}{\pi}x_1 - 6)^2
+  + 10(1-\tfrac1{8\pi})\cos x_1 + 10`,
   :math:`f^* = 5/(4\pi) = 0.397887` at :math:`(-\pi, 12.275), (\pi, 2.275), (3\pi, 2.475)`.
 * Hartmann-6 (:math:`[0,1]^6`): :math:`f = -\sum_i \alpha_i \exp(-\sum_j A_{ij}(x_j - P_{ij})^2)`,
   :math:`f^* = -3.322368`.
 * Ackley (:math:`[-32.768, 32.768]^d`):
-  :math:`f = -20 e^{-0.2\sqrt{\bar{x^2}}} - e^{\overline{\cos 2\pi x}} + 20 + e`, :math:`f^*=0` at 0.
+  :math:`f = -20 e^{-0.2\sqrt{\bar{x^2}}} - e^{\overline{\cos 2\pi x}} + 20 + e`,
+  :math:`f^*=0` at 0.
 * Levy (:math:`[-10,10]^d`), with :math:`w_i = 1 + (x_i-1)/4`:
-  :math:`f = \sin^2(\pi w_1) + \sum_{i<d}(w_i-1)^2(1+10\sin^2(\pi w_i+1)) + (w_d-1)^2(1+\sin^2(2\pi w_d))`,
+  :math:`f = \sin^2(\pi w_1) + \sum_{i<d}(w_i-1)^2(1+10\sin^2(\pi w_i+1))
+  + (w_d-1)^2(1+\sin^2(2\pi w_d))`,
   :math:`f^*=0` at :math:`(1,\dots,1)`.
 
 Examples
@@ -75,7 +78,7 @@ class Problem:
         return int(self.bounds.shape[0])
 
     def __call__(self, x):
-        """Evaluate at ``x`` of shape ``(d,)`` (returns a scalar) or ``(n, d)`` (returns ``(n,)``)."""
+        """Evaluate at ``x`` of shape ``(d,)`` (a scalar) or ``(n, d)`` (shape ``(n,)``)."""
         x = jnp.asarray(x)
         if x.shape[-1] != self.dim or x.ndim not in (1, 2):
             raise ValueError(f"x: expected shape (d,) or (n, d) with d={self.dim}, got {x.shape}")

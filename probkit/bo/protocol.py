@@ -14,8 +14,8 @@ that scale. BO minimises, so acquisitions read low ``mean`` as good.
 fitted object passed as an argument. A fitted object that is a JAX pytree (an
 :class:`equinox.Module`, a ``NamedTuple`` of arrays) whose array shapes do not change as data
 arrive (pad to a capacity, as :class:`probkit.bo.gp.GP` does, or keep a fixed number of posterior
-draws, as :class:`probkit.bo.surrogates.NumPyroSurrogate` does) is compiled once per shape. Any other
-fitted object still works, but is closed over and so recompiled at every iteration.
+draws, as :class:`probkit.bo.surrogates.NumPyroSurrogate` does) is compiled once per shape. Any
+other fitted object still works, but is closed over and so recompiled at every iteration.
 
 Two posteriors cover the families of probkit:
 

@@ -2,12 +2,18 @@ r"""Surrogates built from probkit's model families and engines.
 
 * :class:`NumPyroSurrogate` — any NumPyro regression model ``model(x, y=None)`` that records its
   latent regression function at the inputs as a site (``numpyro.deterministic("f", ...)``): the
-  posterior is sampled by the HMC engine (:func:`probkit.inference.hmc.run`), and the posterior at new
-  inputs is the model re-run on every kept draw (:class:`numpyro.infer.Predictive`), giving a
+  posterior is sampled by the HMC engine (:func:`probkit.inference.hmc.run`), and the posterior at
+  new inputs is the model re-run on every kept draw (:class:`numpyro.infer.Predictive`), giving a
   :class:`~probkit.bo.protocol.SamplePosterior` of whole function draws (joint over the points).
   The number of kept draws is fixed (``max_draws``), so the acquisition optimiser compiles once.
   The model's latent variables must not grow with ``n`` (weights of a parametric model or a BNN,
   not a latent GP vector).
+
+* :class:`StudentTNNGPSurrogate` — the scale-mixture NNGP of :mod:`probkit.models.nngp` (default:
+  the Student-t process with a depth-3 ReLU NNGP kernel, the "I-BNN" of Li et al. 2024 with heavy
+  tails); its fitted model's ``posterior`` already follows the protocol (``ScaleMixtureNormal``
+  with ``mean``, ``variance`` and joint ``sample``). Its fitted object holds the ``n`` training
+  points unpadded, so the acquisition optimiser recompiles as data grow.
 
 Further families plug in here as they land (each returns a
 :class:`~probkit.bo.protocol.GaussianPosterior` or :class:`~probkit.bo.protocol.SamplePosterior`
@@ -38,12 +44,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array
 
 from probkit._checks import as_array, check_finite, check_key, check_positive_int
 from probkit.bo.protocol import SamplePosterior
 
-__all__ = ["NumPyroSurrogate", "NumPyroFitted"]
+__all__ = ["NumPyroSurrogate", "NumPyroFitted", "StudentTNNGPSurrogate"]
 
 
 class NumPyroFitted(eqx.Module):
@@ -134,3 +139,34 @@ class NumPyroSurrogate:
             idx = np.unique(np.linspace(0, total - 1, min(self.max_draws, total)).astype(int))
             draws = {k: v[idx] for k, v in draws.items()}
         return NumPyroFitted(draws, self.model, self.site)
+
+
+class StudentTNNGPSurrogate:
+    """Scale-mixture (default Student-t) NNGP regression from :mod:`probkit.models.nngp`.
+
+    Parameters
+    ----------
+    **fit_kwargs
+        Passed to :func:`probkit.models.nngp.fit` (``kernel``, ``scale_prior``, ``num_steps``,
+        ``refine_steps``, ...). Defaults there: NNGP ReLU kernel of depth 3,
+        ``InverseGamma(2, 2)`` scale prior (a Student-t process), marginal-likelihood fitting.
+    """
+
+    def __init__(self, **fit_kwargs):
+        self.fit_kwargs = fit_kwargs
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.fit_kwargs.items()))
+        return f"StudentTNNGPSurrogate({args})"
+
+    def fit(self, x, y, *, key):
+        """Fit by marginal likelihood; returns the ``NNGPRegression`` (its ``posterior`` is
+        the protocol's)."""
+        from probkit.models.nngp import fit
+
+        key = check_key("key", key)
+        x = check_finite("x", as_array("x", x, ndim=2))
+        y = check_finite("y", as_array("y", y, ndim=1))
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x, y: lengths differ (x has {x.shape[0]}, y has {y.shape[0]})")
+        return fit(x, y, key=key, **self.fit_kwargs)

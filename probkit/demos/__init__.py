@@ -1,1 +1,1 @@
-"""Sections of ``probkit demo``: one module per family or engine, each with ``demo(out, *, key) -> str``."""
+"""Sections of ``probkit demo``: one module per family or engine, each with ``demo()``."""

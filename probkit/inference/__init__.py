@@ -1,1 +1,1 @@
-"""Inference engines: each takes a NumPyro model (and data) and returns a :class:`probkit.result.Result`."""
+"""Inference engines: each takes a NumPyro model (and data) and returns a ``probkit.Result``."""

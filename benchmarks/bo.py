@@ -1,0 +1,248 @@
+"""Bayesian optimisation benchmark: log10 simple regret vs evaluations (issue 9).
+
+Methods, on the same seeds and the same scrambled-Sobol initial designs:
+
+* ``random-search`` — uniform random points after the initial design;
+* ``probkit-gp-logei`` — :class:`probkit.bo.GP` (Matern-5/2, MAP) + analytic log-EI;
+* ``probkit-nngp-logei`` — Student-t NNGP surrogate (when :mod:`probkit.models.nngp` provides it);
+* ``botorch-gp-qlogei`` — BoTorch ``SingleTaskGP`` (its defaults) + ``qLogExpectedImprovement``
+  (q=1), ``optimize_acqf`` with 10 restarts / 512 raw samples (needs the ``bench`` extra).
+
+Problems (Li, Rudner & Wilson 2024 settings, sequential q=1): Branin (100 evaluations),
+Hartmann-6 (100), Ackley-10 (200), ``n_init=10``. Rows: metric ``log10_regret`` (median over seeds,
+with quartiles, mean and s.e. as extra fields), setting ``evals=N``; metric ``seconds_per_iter``
+(median seconds of one surrogate fit + acquisition optimisation). One PNG per problem goes to
+``benchmarks/results/bo_<problem>.png``. Both JAX and torch run single-threaded (shared machine).
+
+Usage::
+
+    python benchmarks/bo.py                 # full run
+    python benchmarks/bo.py --quick         # Branin, 20 evaluations, 2 seeds (< 2 min)
+    python benchmarks/bo.py --problems ackley10 --seeds 3 --deadline-minutes 40
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                      "intra_op_parallelism_threads=1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import qmc  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, row, write_results  # noqa: E402
+
+from probkit import bo  # noqa: E402
+
+SETTINGS = {"branin": (100, 10, (10, 25, 50, 75, 100)),
+            "hartmann6": (100, 10, (10, 25, 50, 75, 100)),
+            "ackley10": (200, 10, (10, 50, 100, 150, 200))}
+
+
+def initial_design(problem, n_init, seed):
+    with warnings.catch_warnings():  # n_init = 10 is not a power of two: balance warning only
+        warnings.simplefilter("ignore", UserWarning)
+        u = qmc.Sobol(problem.dim, scramble=True, seed=seed).random(n_init)
+    lo, hi = problem.bounds[:, 0], problem.bounds[:, 1]
+    return lo + u * (hi - lo)
+
+
+def evaluate(problem, x):
+    with jax.enable_x64(True):
+        return np.asarray(problem(np.atleast_2d(x)), dtype=np.float64)
+
+
+def run_random(problem, budget, x0, seed):
+    rng = np.random.default_rng(10_000 + seed)
+    lo, hi = problem.bounds[:, 0], problem.bounds[:, 1]
+    x = np.concatenate([x0, lo + rng.uniform(size=(budget - len(x0), problem.dim)) * (hi - lo)])
+    return evaluate(problem, x), []
+
+
+def run_probkit(problem, budget, x0, seed, surrogate=None):
+    opt = bo.BayesOpt(problem.bounds, n_init=len(x0), surrogate=surrogate,
+                      key=jax.random.key(seed), progress_bar=False)
+    opt.tell(x0, evaluate(problem, x0))
+    times = []
+    while len(opt.history) < budget:
+        t0 = time.perf_counter()
+        x = opt.ask(1)
+        times.append(time.perf_counter() - t0)
+        opt.tell(x, evaluate(problem, x))
+    return opt.y, times
+
+
+def nngp_surrogate():
+    try:
+        from probkit.bo.surrogates import StudentTNNGPSurrogate
+    except ImportError:
+        return None
+    return StudentTNNGPSurrogate()
+
+
+def run_botorch(problem, budget, x0, seed):
+    import torch
+    from botorch.acquisition.logei import qLogExpectedImprovement
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.optim import optimize_acqf
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    lo, hi = problem.bounds[:, 0], problem.bounds[:, 1]
+    xs = [*(x0 - lo) / (hi - lo)]
+    ys = [*evaluate(problem, x0)]
+    unit = torch.stack([torch.zeros(problem.dim), torch.ones(problem.dim)]).double()
+    times = []
+    while len(ys) < budget:
+        t0 = time.perf_counter()
+        tx = torch.tensor(np.array(xs), dtype=torch.double)
+        ty = -torch.tensor(np.array(ys), dtype=torch.double)[:, None]  # BoTorch maximises
+        model = SingleTaskGP(tx, ty)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+            acq = qLogExpectedImprovement(model, best_f=ty.max())
+            cand, _ = optimize_acqf(acq, bounds=unit, q=1, num_restarts=10, raw_samples=512)
+        times.append(time.perf_counter() - t0)
+        u = cand.detach().numpy()[0]
+        xs.append(u)
+        ys.append(float(evaluate(problem, lo + u * (hi - lo))[0]))
+    return np.array(ys), times
+
+
+def regret_curve(problem, ys):
+    return np.log10(np.maximum(bo.best_so_far(ys) - problem.optimum, 1e-12))
+
+
+def summarise(problem_name, method, curves, times, checkpoints):
+    rows = []
+    c = np.stack(curves)
+    for n in checkpoints:
+        v = c[:, n - 1]
+        r = row(problem_name, method, f"evals={n}", "log10_regret", float(np.median(v)),
+                stderr=float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None,
+                seconds=float(np.median(times)) if times else None)
+        r.update(q25=float(np.percentile(v, 25)), q75=float(np.percentile(v, 75)),
+                 mean=float(np.mean(v)), n_seeds=len(v))
+        rows.append(r)
+    if times:
+        rows.append(row(problem_name, method, f"evals={checkpoints[-1]}", "seconds_per_iter",
+                        float(np.median(times)), seconds=float(np.sum(times) / len(curves))))
+    return rows
+
+
+def plot(problem_name, curves_by_method, budget):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    t = np.arange(1, budget + 1)
+    for method, curves in curves_by_method.items():
+        c = np.stack(curves)
+        line, = ax.plot(t, np.median(c, 0), label=f"{method} ({len(curves)} seeds)")
+        lo, hi = np.percentile(c, [25, 75], axis=0)
+        ax.fill_between(t, lo, hi, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("log10 simple regret")
+    ax.set_title(f"{problem_name}: median and quartiles")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    fig.savefig(RESULTS / f"bo_{problem_name}.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--problems", nargs="+", default=list(SETTINGS))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--methods", nargs="+",
+                    default=["random-search", "probkit-gp-logei", "probkit-nngp-logei",
+                             "botorch-gp-qlogei"])
+    ap.add_argument("--deadline-minutes", type=float, default=None,
+                    help="start no new run after this many minutes (partial results are kept)")
+    ap.add_argument("--tag", default="", help="suffix of the results file (bo<tag>.json)")
+    args = ap.parse_args(argv)
+    settings = dict(SETTINGS)
+    if args.quick:
+        args.problems, args.seeds = ["branin"], 2
+        settings["branin"] = (20, 10, (10, 15, 20))
+    t_start = time.time()
+    runners = {"random-search": run_random, "probkit-gp-logei": run_probkit}
+    if "probkit-nngp-logei" in args.methods and nngp_surrogate() is not None:
+        runners["probkit-nngp-logei"] = lambda *a: run_probkit(*a, surrogate=nngp_surrogate())
+    if "botorch-gp-qlogei" in args.methods:
+        try:
+            import botorch  # noqa: F401
+
+            runners["botorch-gp-qlogei"] = run_botorch
+        except ImportError:
+            print("botorch not installed: skipping botorch-gp-qlogei "
+                  "(pip install 'probkit[bench]')")
+    runners = {k: v for k, v in runners.items() if k in args.methods}
+    print("methods:", list(runners))
+    done_rows, curves_json, stopped = [], {}, False
+
+    def flush(name, curves, times, budget, checkpoints, final=False):
+        """Write everything finished so far (after every run: partial results survive)."""
+        rows = list(done_rows)
+        for method in runners:
+            if curves[method]:
+                rows += summarise(name, method, curves[method], times[method], checkpoints)
+        curves_json[name] = {m: [c.tolist() for c in v] for m, v in curves.items() if v}
+        plot(name, {m: v for m, v in curves.items() if v}, budget)
+        write_results("bo" + args.tag, rows, quick=args.quick, partial=stopped or not final)
+        (RESULTS / f"bo{args.tag}{'_quick' if args.quick else ''}_curves.json").write_text(
+            json.dumps(curves_json))
+        return rows
+
+    for name in args.problems:
+        problem = bo.PROBLEMS[name]()
+        budget, n_init, checkpoints = settings[name]
+        curves = {m: [] for m in runners}
+        times = {m: [] for m in runners}
+        for seed in range(args.seeds):
+            x0 = initial_design(problem, n_init, seed)
+            for method, fn in runners.items():
+                if args.deadline_minutes and time.time() - t_start > 60 * args.deadline_minutes:
+                    stopped = True
+                    break
+                t0 = time.time()
+                ys, ts = fn(problem, budget, x0, seed)
+                curves[method].append(regret_curve(problem, ys))
+                times[method].extend(ts)
+                print(f"{name} seed={seed} {method}: final log10 regret "
+                      f"{curves[method][-1][-1]:.2f}, {time.time() - t0:.0f} s, "
+                      f"{np.median(ts) if ts else 0:.2f} s/iter", flush=True)
+                flush(name, curves, times, budget, checkpoints)
+            if stopped:
+                break
+        rows = flush(name, curves, times, budget, checkpoints, final=True)
+        done_rows = rows
+        for r in rows:
+            if r["dataset"] == name:
+                print(f"  {r['method']:22s} {r['setting']:10s} {r['metric']:16s} {r['value']:.3f}"
+                      + (f"  [{r['q25']:.2f}, {r['q75']:.2f}]" if "q25" in r else ""))
+        if stopped:
+            print("deadline reached: remaining runs skipped")
+            break
+
+if __name__ == "__main__":
+    main()
