@@ -150,9 +150,8 @@ def run_synthetic(ns, T, num_particles, rows, quick):
 
 
 def run_flint(rows, quick):
-    data = load_flint()
-    x, z = data["x"], data["z"]
-    xtr, ztr, xte, zte = x[:5000], z[:5000], x[5000:6000], z[5000:6000]
+    d = load_flint(protocol_split=True)
+    xtr, ztr, xte, zte = d["x_train"], d["z_train"], d["x_test"], d["z_test"]
     dyn = dkf.fit_dynamics(ztr)
     H, Lam = dkf.fit_linear_observation(xtr, ztr)
     kf = np.asarray(dkf.kalman_decode(dyn, H, Lam, xte).filtered_mean)

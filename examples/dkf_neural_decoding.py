@@ -37,9 +37,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--window", type=int, default=250, help="test steps shown in the figure")
     args = parser.parse_args(argv)
 
-    data = load_flint()
-    x, z = data["x"], data["z"]
-    x_train, z_train, x_test, z_test = x[:5000], z[:5000], x[5000:6000], z[5000:6000]
+    d = load_flint(protocol_split=True)
+    x_train, z_train, x_test, z_test = d["x_train"], d["z_train"], d["x_test"], d["z_test"]
 
     # Kalman filter baseline (same dynamics as the DKF)
     dynamics = dkf.fit_dynamics(z_train)

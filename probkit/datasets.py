@@ -74,12 +74,16 @@ def load_tensor(name: str) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
-def load_flint() -> dict[str, np.ndarray]:
+def load_flint(protocol_split: bool = False) -> dict[str, np.ndarray]:
     """Flint 2012 trial 1: ``x`` (7792, 10) neural features and ``z`` (7792, 2) hand velocity.
 
-    The DKF paper's protocol trains on rows 0..4999 and tests on rows 5000..5999.
+    With ``protocol_split=True`` return the DKF paper's split instead: ``x_train``, ``z_train``
+    (rows 0..4999) and ``x_test``, ``z_test`` (rows 5000..5999).
     """
     folder = ("neural_decoding",)
     x = np.loadtxt(_data_path(*folder, "flint_trial1_x.csv"), delimiter=",")
     z = np.loadtxt(_data_path(*folder, "flint_trial1_z.csv"), delimiter=",")
+    if protocol_split:
+        return {"x_train": x[:5000], "z_train": z[:5000], "x_test": x[5000:6000],
+                "z_test": z[5000:6000]}
     return {"x": x, "z": z}

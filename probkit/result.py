@@ -77,21 +77,19 @@ class Result:
                     raise ValueError(f"{group}[{name!r}]: expected leading (chain, draw) "
                                      f"axes, got shape {value.shape}")
 
+    def _leading_shape(self) -> tuple[int, ...]:
+        first = next(iter({**self.posterior_predictive, **self.posterior}.values()))
+        return first.shape
+
     @property
     def num_chains(self) -> int:
         """Number of chains (leading axis of the draws)."""
-        first = next(iter(self.posterior.values()), None)
-        if first is None:
-            first = next(iter(self.posterior_predictive.values()))
-        return int(first.shape[0])
+        return int(self._leading_shape()[0])
 
     @property
     def num_draws(self) -> int:
         """Number of draws per chain."""
-        first = next(iter(self.posterior.values()), None)
-        if first is None:
-            first = next(iter(self.posterior_predictive.values()))
-        return int(first.shape[1])
+        return int(self._leading_shape()[1])
 
     def get_samples(self, group_by_chain: bool = False) -> dict[str, np.ndarray]:
         """Posterior draws, like ``numpyro.infer.MCMC.get_samples``.

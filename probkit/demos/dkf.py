@@ -23,9 +23,8 @@ def demo(out: pathlib.Path, *, key) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = load_flint()
-    x, z = data["x"], data["z"]
-    x_train, z_train, x_test, z_test = x[:5000], z[:5000], x[5000:6000], z[5000:6000]
+    d = load_flint(protocol_split=True)
+    x_train, z_train, x_test, z_test = d["x_train"], d["z_train"], d["x_test"], d["z_test"]
     dynamics = dkf.fit_dynamics(z_train)
     H, Lam = dkf.fit_linear_observation(x_train, z_train)
     kf = np.asarray(dkf.kalman_decode(dynamics, H, Lam, x_test).filtered_mean)

@@ -14,6 +14,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC, Predictive
 
+from probkit.demos.hmc import SIGMA, Y, eight_schools
 from probkit.inference import hmc
 from probkit.inference.sbc import rank_uniformity_pvalues, simulation_based_calibration
 
@@ -26,17 +27,8 @@ def normal_known_sigma(y=None):
     numpyro.sample("y", dist.Normal(mu, 1.5), obs=y)
 
 
-def eight_schools_noncentered(sigma, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", sigma.shape[0]):
-        eta = numpyro.sample("eta", dist.Normal(0.0, 1.0))
-        theta = numpyro.deterministic("theta", mu + tau * eta)
-        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
-
-
-EIGHT_Y = jnp.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-EIGHT_SIGMA = jnp.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+eight_schools_noncentered = eight_schools
+EIGHT_Y, EIGHT_SIGMA = Y, SIGMA
 
 
 def test_conjugate_normal_within_4_mcse():
@@ -144,7 +136,8 @@ def test_mcmc_kernel_in_numpyro_mcmc_predictive_and_arviz():
 def test_parallel_chains_on_two_devices_match_vectorized():
     code = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np
-        from probkit.inference import hmc
+        from probkit.demos.hmc import SIGMA, Y, eight_schools
+from probkit.inference import hmc
         import tests.inference.test_hmc as t
         import arviz as az
         kw = dict(num_warmup=300, num_samples=500, num_chains=4, progress_bar=False)
