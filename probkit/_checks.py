@@ -19,6 +19,7 @@ __all__ = [
     "check_key",
     "check_positive",
     "check_positive_int",
+    "check_regression_data",
     "check_same_length",
     "check_sorted",
 ]
@@ -134,3 +135,12 @@ def check_key(name: str, key) -> jax.Array:
     raise ValueError(f"{name}: expected a JAX PRNG key (jax.random.key(0) or "
                      f"jax.random.PRNGKey(0)), got {type(key).__name__} "
                      f"{getattr(key, 'dtype', '')}{getattr(key, 'shape', '')}")
+
+
+def check_regression_data(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Validate regression data: finite ``x`` of shape ``(n, d)`` and ``y`` of shape ``(n,)``."""
+    x = check_finite("x", as_array("x", x, ndim=2))
+    y = check_finite("y", as_array("y", y, ndim=1))
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x, y: lengths differ (x has {x.shape[0]}, y has {y.shape[0]})")
+    return x, y

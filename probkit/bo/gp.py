@@ -52,7 +52,12 @@ import numpy as np
 import optax
 from jax import Array
 
-from probkit._checks import as_array, check_finite, check_key, check_positive, check_positive_int
+from probkit._checks import (
+    check_key,
+    check_positive,
+    check_positive_int,
+    check_regression_data,
+)
 from probkit.bo.protocol import GaussianPosterior
 from probkit.kernels import RBF, Matern12, Matern32, Matern52
 
@@ -356,10 +361,7 @@ class GP(eqx.Module):
     def fit(self, x, y, *, key) -> GPFitted:
         """Fit the hyperparameters to ``x`` ``(n, d)``, ``y`` ``(n,)`` and condition on the data."""
         key = check_key("key", key)
-        x = check_finite("x", as_array("x", x, ndim=2))
-        y = check_finite("y", as_array("y", y, ndim=1))
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x, y: lengths differ (x has {x.shape[0]}, y has {y.shape[0]})")
+        x, y = check_regression_data(x, y)
         with jax.enable_x64(True):
             data = pad_data(x, y, self.capacity)
             kernel_cls = KERNELS[self.kernel]

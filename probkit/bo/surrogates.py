@@ -45,7 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from probkit._checks import as_array, check_finite, check_key, check_positive_int
+from probkit._checks import (
+    check_key,
+    check_positive_int,
+    check_regression_data,
+)
 from probkit.bo.protocol import SamplePosterior
 
 __all__ = ["NumPyroSurrogate", "NumPyroFitted", "StudentTNNGPSurrogate"]
@@ -116,10 +120,7 @@ class NumPyroSurrogate:
     def fit(self, x, y, *, key) -> NumPyroFitted:
         """Sample the posterior given ``x`` ``(n, d)``, ``y`` ``(n,)``; keep ``max_draws`` draws."""
         key = check_key("key", key)
-        x = check_finite("x", as_array("x", x, ndim=2))
-        y = check_finite("y", as_array("y", y, ndim=1))
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x, y: lengths differ (x has {x.shape[0]}, y has {y.shape[0]})")
+        x, y = check_regression_data(x, y)
         run = self.run
         if run is None:
             from probkit.inference.hmc import run
@@ -165,8 +166,5 @@ class StudentTNNGPSurrogate:
         from probkit.models.nngp import fit
 
         key = check_key("key", key)
-        x = check_finite("x", as_array("x", x, ndim=2))
-        y = check_finite("y", as_array("y", y, ndim=1))
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x, y: lengths differ (x has {x.shape[0]}, y has {y.shape[0]})")
+        x, y = check_regression_data(x, y)
         return fit(x, y, key=key, **self.fit_kwargs)
