@@ -136,8 +136,7 @@ def test_mcmc_kernel_in_numpyro_mcmc_predictive_and_arviz():
 def test_parallel_chains_on_two_devices_match_vectorized():
     code = textwrap.dedent("""
         import jax, jax.numpy as jnp, numpy as np
-        from probkit.demos.hmc import SIGMA, Y, eight_schools
-from probkit.inference import hmc
+        from probkit.inference import hmc
         import tests.inference.test_hmc as t
         import arviz as az
         kw = dict(num_warmup=300, num_samples=500, num_chains=4, progress_bar=False)
