@@ -49,6 +49,18 @@ def as_2d(x: Array) -> Array:
     return x[:, None] if x.ndim == 1 else x
 
 
+@jax.jit
+def sqdist(x1: Array, x2: Array) -> Array:
+    """Pairwise squared Euclidean distances of ``(n1, d)`` and ``(n2, d)`` inputs.
+
+    Computed from the differences, not as ``|a|^2 + |b|^2 - 2 a.b``, which cancels
+    catastrophically for nearby inputs. Jitted so that XLA fuses the subtraction into the
+    reduction also when called eagerly (no ``(n1, n2, d)`` intermediate in memory).
+    """
+    a, b = as_2d(x1), as_2d(x2)
+    return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
+
+
 class Kernel(eqx.Module):
     """Base class: a positive-definite covariance function on :math:`\\mathbb{R}^d`."""
 
@@ -84,14 +96,8 @@ class Stationary(Kernel):
         raise NotImplementedError
 
     def scaled_sqdist(self, x1: Array, x2: Array) -> Array:
-        """Squared distance after dividing each input dimension by its lengthscale.
-
-        Computed from the differences (XLA fuses the subtraction into the reduction), not as
-        ``|a|^2 + |b|^2 - 2 a.b``, which cancels catastrophically for nearby inputs.
-        """
-        a = as_2d(x1) / self.lengthscale
-        b = as_2d(x2) / self.lengthscale
-        return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
+        """Squared distance after dividing each input dimension by its lengthscale."""
+        return sqdist(as_2d(x1) / self.lengthscale, as_2d(x2) / self.lengthscale)
 
     def __call__(self, x1: Array, x2: Array) -> Array:
         d2 = self.scaled_sqdist(x1, x2)

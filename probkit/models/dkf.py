@@ -771,14 +771,9 @@ def mean_absolute_angle(pred, true) -> float:
 # Nadaraya-Watson regression (pure functions)
 # --------------------------------------------------------------------------------------
 
-def _sqdist(a: Array, b: Array) -> Array:
-    d2 = jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2.0 * a @ b.T
-    return jnp.maximum(d2, 0.0)
-
-
 @jax.jit
 def _nw_predict(x_train, y_train, bandwidth, x_query):
-    logits = -_sqdist(x_query, x_train) / (2.0 * bandwidth**2)
+    logits = -_kernels.sqdist(x_query, x_train) / (2.0 * bandwidth**2)
     return jax.nn.softmax(logits, axis=-1) @ y_train
 
 
@@ -815,7 +810,8 @@ def nw_loo_error(x, y, bandwidth: float) -> float:
     """Leave-one-out mean squared error (summed over outputs) of :func:`nw_predict`."""
     with jax.enable_x64(True):
         x = jnp.asarray(x, jnp.float64)
-        return float(_nw_loo(x, jnp.asarray(y, jnp.float64), _sqdist(x, x), jnp.float64(bandwidth)))
+        d2 = _kernels.sqdist(x, x)
+        return float(_nw_loo(x, jnp.asarray(y, jnp.float64), d2, jnp.float64(bandwidth)))
 
 
 def nw_select_bandwidth(x, y, *, bounds: tuple[float, float] | None = None) -> float:
@@ -835,7 +831,7 @@ def nw_select_bandwidth(x, y, *, bounds: tuple[float, float] | None = None) -> f
     with jax.enable_x64(True):
         xj = jnp.asarray(x, jnp.float64)
         yj = jnp.asarray(y, jnp.float64)
-        d2 = _sqdist(xj, xj)
+        d2 = _kernels.sqdist(xj, xj)
         if bounds is None:
             med = float(jnp.sqrt(jnp.median(d2[jnp.triu_indices(xj.shape[0], 1)])))
             med = med if med > 0 else 1.0

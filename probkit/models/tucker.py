@@ -503,10 +503,8 @@ def _posterior_dense(grid, observed, prec, shift, lengthscale, variance, config)
 
 
 def _gram(x: Array, lengthscale, variance, nu: float) -> Array:
-    """Matern Gram matrix of 1-D inputs from the exact distance |x - x'| (the expanded
-    squared distance of :mod:`probkit.kernels` loses ~1e-8 near the diagonal for nu = 1/2)."""
-    kern = _MATERN[nu](lengthscale, variance)
-    return kern.variance * kern.profile(jnp.abs(x[:, None] - x[None, :]) / kern.lengthscale)
+    """Matern Gram matrix of 1-D inputs (the dense reference path and the NumPyro model)."""
+    return _MATERN[nu](lengthscale, variance)(x, x)
 
 
 def _block_diag(blocks: Array) -> Array:
