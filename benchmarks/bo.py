@@ -4,7 +4,11 @@ Methods, on the same seeds and the same scrambled-Sobol initial designs:
 
 * ``random-search`` — uniform random points after the initial design;
 * ``probkit-gp-logei`` — :class:`probkit.bo.GP` (Matern-5/2, MAP) + analytic log-EI;
-* ``probkit-nngp-logei`` — Student-t NNGP surrogate (when :mod:`probkit.models.nngp` provides it);
+* ``probkit-nngp-logei`` — Student-t NNGP surrogate (:class:`probkit.bo.StudentTNNGPSurrogate`,
+  padded: compiles once per capacity);
+* ``probkit-pfn-logei`` — the shipped BO PFN (:class:`probkit.bo.PFNSurrogate`, ``d <= 6`` only);
+* ``probkit-fbnn-logei`` — BNN surrogate (:class:`probkit.models.fbnn.FBNNSurrogate`, 2 x 50 tanh,
+  fixed Gaussian prior, SGHMC draws);
 * ``botorch-gp-qlogei`` — BoTorch ``SingleTaskGP`` (its defaults) + ``qLogExpectedImprovement``
   (q=1), ``optimize_acqf`` with 10 restarts / 512 raw samples (needs the ``bench`` extra).
 
@@ -43,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, row, write_results  # noqa: E402
 
 from probkit import bo  # noqa: E402
+from probkit.models.fbnn import FBNNSurrogate  # noqa: E402
 
 SETTINGS = {"branin": (100, 10, (10, 25, 50, 75, 100)),
             "hartmann6": (100, 10, (10, 25, 50, 75, 100)),
@@ -82,12 +87,12 @@ def run_probkit(problem, budget, x0, seed, surrogate=None):
     return opt.y, times
 
 
-def nngp_surrogate():
-    try:
-        from probkit.bo.surrogates import StudentTNNGPSurrogate
-    except ImportError:
-        return None
-    return StudentTNNGPSurrogate()
+#: Model-family surrogates (method name -> factory, largest input dimension served).
+SURROGATES = {
+    "probkit-nngp-logei": (lambda: bo.StudentTNNGPSurrogate(), None),
+    "probkit-pfn-logei": (lambda: bo.PFNSurrogate("gp-bo"), 6),
+    "probkit-fbnn-logei": (lambda: FBNNSurrogate(), None),
+}
 
 
 def run_botorch(problem, budget, x0, seed):
@@ -174,7 +179,7 @@ def main(argv=None):
     ap.add_argument("--problems", nargs="+", default=list(SETTINGS))
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--methods", nargs="+",
-                    default=["random-search", "probkit-gp-logei", "probkit-nngp-logei",
+                    default=["random-search", "probkit-gp-logei", *SURROGATES,
                              "botorch-gp-qlogei"])
     ap.add_argument("--deadline-minutes", type=float, default=None,
                     help="start no new run after this many minutes (partial results are kept)")
@@ -186,8 +191,8 @@ def main(argv=None):
         settings["branin"] = (20, 10, (10, 15, 20))
     t_start = time.time()
     runners = {"random-search": run_random, "probkit-gp-logei": run_probkit}
-    if "probkit-nngp-logei" in args.methods and nngp_surrogate() is not None:
-        runners["probkit-nngp-logei"] = lambda *a: run_probkit(*a, surrogate=nngp_surrogate())
+    for name, (factory, _) in SURROGATES.items():
+        runners[name] = lambda *a, f=factory: run_probkit(*a, surrogate=f())
     if "botorch-gp-qlogei" in args.methods:
         try:
             import botorch  # noqa: F401
@@ -221,6 +226,9 @@ def main(argv=None):
         for seed in range(args.seeds):
             x0 = initial_design(problem, n_init, seed)
             for method, fn in runners.items():
+                max_dim = SURROGATES.get(method, (None, None))[1]
+                if max_dim is not None and problem.dim > max_dim:
+                    continue  # e.g. the shipped BO PFN serves d <= 6
                 if args.deadline_minutes and time.time() - t_start > 60 * args.deadline_minutes:
                     stopped = True
                     break

@@ -1,9 +1,10 @@
 """probkit: NumPyro model families from recent Bayesian ML research, with their engines.
 
 The public face of the package: it re-exports only. The work lives in ``probkit.kernels``,
-``probkit.statespace``, ``probkit.distributions``, ``probkit.result``, ``probkit.inference``
-(``hmc``, ``message_passing``, ``sbc``), ``probkit.models`` (``nngp``, ``tucker``, ``dkf``),
-``probkit.bo`` and ``probkit.datasets``.
+``probkit.statespace``, ``probkit.priors``, ``probkit.distributions``, ``probkit.result``,
+``probkit.posterior``, ``probkit.inference`` (``hmc``, ``message_passing``, ``sbc``, ``pfn``),
+``probkit.models`` (``nngp``, ``tucker``, ``dkf``, ``fbnn``, ``mpnp``), ``probkit.bo`` and
+``probkit.datasets``.
 """
 
 from probkit.result import Result

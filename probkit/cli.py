@@ -22,6 +22,9 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("nngp", "Scale mixtures of NNGPs: Student-t process vs Gaussian NNGP under heavy tails"),
     ("tucker", "Functional Bayesian Tucker decomposition: factor curves with bands"),
     ("dkf", "Discriminative Kalman filter: decoding hand velocity from neural features"),
+    ("pfn", "PFN engine: a shipped transformer predicts a GP posterior in one forward pass"),
+    ("fbnn", "Functional-prior BNNs: a BNN prior matched to a GP in Wasserstein distance"),
+    ("mpnp", "Martingale-posterior neural processes: CNP, NP and MPNP bands on one context"),
     ("bo", "Bayesian optimisation: GP surrogate with log-EI on Branin"),
 )
 

@@ -40,7 +40,11 @@ from jax import Array
 
 from probkit._checks import check_positive, check_positive_int
 
-__all__ = ["Kernel", "Stationary", "RBF", "Matern12", "Matern32", "Matern52", "NNGP", "as_2d"]
+__all__ = ["Kernel", "Stationary", "RBF", "Matern12", "Matern32", "Matern52", "Periodic", "NNGP",
+           "as_2d"]
+
+
+_TINY = 1e-36  # representable in float32 too
 
 
 def as_2d(x: Array) -> Array:
@@ -101,9 +105,11 @@ class Stationary(Kernel):
 
     def __call__(self, x1: Array, x2: Array) -> Array:
         d2 = self.scaled_sqdist(x1, x2)
-        # sqrt has an infinite gradient at 0: guard the exact zeros of the diagonal.
-        safe = jnp.where(d2 > 0, d2, 1.0)
-        r = jnp.where(d2 > 0, jnp.sqrt(safe), 0.0)
+        # sqrt has an infinite gradient at 0: clamp the exact zeros of the diagonal to a tiny
+        # positive value (r = 1e-18 there, zero gradient). Not the usual double-where guard:
+        # with jax 0.10.2 on CPU, jit(vmap(value_and_grad(.))) of that form returned wrong
+        # Matern values (tests/test_kernels.py::test_stationary_kernels_under_jit_vmap_grad).
+        r = jnp.sqrt(jnp.maximum(d2, _TINY))
         return self.variance * self.profile(r)
 
     def diag(self, x: Array) -> Array:
@@ -148,6 +154,40 @@ class Matern52(Stationary):
     def profile(self, r: Array) -> Array:
         s = jnp.sqrt(5.0) * r
         return (1.0 + s + s**2 / 3.0) * jnp.exp(-s)
+
+
+class Periodic(Kernel):
+    r"""Periodic (exp-sine-squared) kernel of MacKay (1998), a product over input dimensions:
+
+    .. math:: k(x, x') = \sigma^2 \exp\Big(-2 \sum_j \sin^2(\pi |x_j - x'_j| / p) / \ell_j^2\Big).
+
+    Parameters
+    ----------
+    lengthscale : float or array of shape (d,)
+        Positive lengthscale(s) :math:`\ell`.
+    variance : float
+        Positive output variance :math:`\sigma^2`.
+    period : float or array of shape (d,)
+        Positive period(s) :math:`p`.
+    """
+
+    lengthscale: Array
+    variance: Array
+    period: Array
+
+    def __init__(self, lengthscale=1.0, variance=1.0, period=1.0):
+        self.lengthscale = jnp.asarray(lengthscale)
+        self.variance = jnp.asarray(variance)
+        self.period = jnp.asarray(period)
+
+    def __call__(self, x1: Array, x2: Array) -> Array:
+        a, b = as_2d(x1), as_2d(x2)
+        s = jnp.sin(jnp.pi * jnp.abs(a[:, None, :] - b[None, :, :]) / self.period)
+        return self.variance * jnp.exp(-2.0 * jnp.sum((s / self.lengthscale) ** 2, axis=-1))
+
+    def diag(self, x: Array) -> Array:
+        x = as_2d(x)
+        return jnp.full(x.shape[:1], self.variance, dtype=jnp.result_type(x, self.variance))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,11 +37,11 @@ from probkit.bo.functions import PROBLEMS, Problem, ackley, branin, forrester, h
 from probkit.bo.gp import GP, GPFitted
 from probkit.bo.optimizer import BayesOpt, OptimizeResult, best_so_far, minimize, plot_convergence
 from probkit.bo.protocol import Fitted, GaussianPosterior, Posterior, SamplePosterior, Surrogate
-from probkit.bo.surrogates import NumPyroSurrogate, StudentTNNGPSurrogate
+from probkit.bo.surrogates import NumPyroSurrogate, PFNSurrogate, StudentTNNGPSurrogate
 
 __all__ = [
     "Surrogate", "Fitted", "Posterior", "GaussianPosterior", "SamplePosterior",
-    "GP", "GPFitted", "NumPyroSurrogate", "StudentTNNGPSurrogate",
+    "GP", "GPFitted", "NumPyroSurrogate", "StudentTNNGPSurrogate", "PFNSurrogate",
     "LogEI", "UCB", "QLogEI", "QUCB", "Thompson", "log_h", "log_ei", "ei", "optimize_acquisition",
     "BayesOpt", "OptimizeResult", "minimize", "best_so_far", "plot_convergence",
     "Problem", "PROBLEMS", "forrester", "branin", "hartmann6", "ackley", "levy",

@@ -17,13 +17,9 @@ arrive (pad to a capacity, as :class:`probkit.bo.gp.GP` does, or keep a fixed nu
 draws, as :class:`probkit.bo.surrogates.NumPyroSurrogate` does) is compiled once per shape. Any
 other fitted object still works, but is closed over and so recompiled at every iteration.
 
-Two posteriors cover the families of probkit:
-
-* :class:`GaussianPosterior` — a joint Gaussian (exact GP, Student-t process in its Gaussian
-  limit, Laplace / linearised BNNs);
-* :class:`SamplePosterior` — an ensemble of function draws, e.g. HMC/SGHMC draws of a BNN,
-  martingale-posterior NP draws or PFN samples: ``mean``/``variance`` are the draw moments and
-  ``sample`` resamples whole draws, so samples are joint over the points by construction.
+Two ready posteriors, defined in :mod:`probkit.posterior` (so that model families can return
+them without importing ``bo``) and re-exported here: :class:`GaussianPosterior` (a joint
+Gaussian) and :class:`SamplePosterior` (an ensemble of joint function draws).
 
 Examples
 --------
@@ -38,10 +34,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 from jax import Array
+
+from probkit.posterior import GaussianPosterior, SamplePosterior
 
 __all__ = ["Posterior", "Fitted", "Surrogate", "GaussianPosterior", "SamplePosterior"]
 
@@ -88,64 +83,3 @@ class Surrogate(Protocol):
     def fit(self, x: Array, y: Array, *, key: Array) -> Fitted:
         """Condition on inputs ``x`` ``(n, d)`` and outputs ``y`` ``(n,)``."""
         ...
-
-
-class GaussianPosterior(eqx.Module):
-    r"""Joint Gaussian posterior :math:`f(x_{1:q}) \sim N(\mu, \Sigma)`.
-
-    Parameters
-    ----------
-    loc : Array of shape (q,)
-        Mean :math:`\mu`.
-    cov : Array of shape (q, q)
-        Covariance :math:`\Sigma`. Samples use ``cholesky(cov + jitter * I)``.
-    jitter : float
-        Diagonal added before the Cholesky factorisation (default 1e-9, relative to the
-        largest variance).
-    """
-
-    loc: Array
-    cov: Array
-    jitter: float = eqx.field(static=True, default=1e-9)
-
-    @property
-    def mean(self) -> Array:
-        return self.loc
-
-    @property
-    def variance(self) -> Array:
-        with jax.enable_x64(self.cov.dtype == jnp.float64):
-            return jnp.maximum(jnp.diagonal(self.cov), 1e-12)
-
-    def sample(self, key: Array, num_samples: int) -> Array:
-        with jax.enable_x64(self.cov.dtype == jnp.float64):
-            q = self.loc.shape[0]
-            var = jnp.maximum(jnp.diagonal(self.cov), 1e-12)
-            jitter = self.jitter * jnp.max(var) + 1e-12
-            chol = jnp.linalg.cholesky(self.cov + jitter * jnp.eye(q, dtype=self.cov.dtype))
-            eps = jax.random.normal(key, (num_samples, q), dtype=self.loc.dtype)
-            return self.loc + eps @ chol.T
-
-
-class SamplePosterior(eqx.Module):
-    """Posterior represented by ``S`` joint function draws of shape ``(S, q)``.
-
-    ``sample(key, n)`` picks ``n`` whole draws uniformly with replacement, so it is joint over the
-    ``q`` points and differentiable in the draws (hence in ``x`` when the draws are).
-    """
-
-    draws: Array
-
-    @property
-    def mean(self) -> Array:
-        with jax.enable_x64(self.draws.dtype == jnp.float64):
-            return jnp.mean(self.draws, axis=0)
-
-    @property
-    def variance(self) -> Array:
-        with jax.enable_x64(self.draws.dtype == jnp.float64):
-            return jnp.maximum(jnp.var(self.draws, axis=0), 1e-12)
-
-    def sample(self, key: Array, num_samples: int) -> Array:
-        idx = jax.random.randint(key, (num_samples,), 0, self.draws.shape[0])
-        return self.draws[idx]

@@ -12,14 +12,19 @@ r"""Surrogates built from probkit's model families and engines.
 * :class:`StudentTNNGPSurrogate` — the scale-mixture NNGP of :mod:`probkit.models.nngp` (default:
   the Student-t process with a depth-3 ReLU NNGP kernel, the "I-BNN" of Li et al. 2024 with heavy
   tails); its fitted model's ``posterior`` already follows the protocol (``ScaleMixtureNormal``
-  with ``mean``, ``variance`` and joint ``sample``). Its fitted object holds the ``n`` training
-  points unpadded, so the acquisition optimiser recompiles as data grow.
+  with ``mean``, ``variance`` and joint ``sample``). The data are padded with a mask to a
+  capacity (the next power of two >= 32), so the fit and the acquisition optimiser compile once
+  per capacity, not once per data size.
 
-Further families plug in here as they land (each returns a
-:class:`~probkit.bo.protocol.GaussianPosterior` or :class:`~probkit.bo.protocol.SamplePosterior`
-from ``posterior``): the Student-t NNGP (:mod:`probkit.models.nngp`), the functional-prior BNN
-(HMC/SGHMC draws, through :class:`NumPyroSurrogate` or its own sampler), the PFN (one forward
-pass) and the martingale-posterior NP (generated draws).
+* :class:`PFNSurrogate` — a prior-data fitted network (:mod:`probkit.inference.pfn`; default the
+  shipped ``"gp-bo"`` model, a GP prior with hyperpriors for ``d <= 6``): ``fit`` encodes the
+  training set once (padded to the network's capacity, so the acquisition compiles once), and
+  ``posterior`` runs only the query tokens against that encoding, giving bar distributions of
+  ``y`` at the points (``mean``, ``variance`` and samples; samples are independent across points,
+  as a PFN predicts marginals).
+
+The functional-prior BNN (:mod:`probkit.models.fbnn`) and the martingale-posterior NP
+(:mod:`probkit.models.mpnp`) provide their own surrogates next to their models.
 
 Examples
 --------
@@ -52,7 +57,7 @@ from probkit._checks import (
 )
 from probkit.bo.protocol import SamplePosterior
 
-__all__ = ["NumPyroSurrogate", "NumPyroFitted", "StudentTNNGPSurrogate"]
+__all__ = ["NumPyroSurrogate", "NumPyroFitted", "StudentTNNGPSurrogate", "PFNSurrogate"]
 
 
 class NumPyroFitted(eqx.Module):
@@ -147,24 +152,87 @@ class StudentTNNGPSurrogate:
 
     Parameters
     ----------
+    capacity : int, optional
+        Pad the data to this many rows (masked; results equal the unpadded fit up to
+        rounding) so that fitting and the acquisition optimiser compile once while
+        ``n <= capacity``. Default (and when ``n`` exceeds it): the next power of two >= 32,
+        so a BO run recompiles only at ``n = 33, 65, 129, ...``.
     **fit_kwargs
         Passed to :func:`probkit.models.nngp.fit` (``kernel``, ``scale_prior``, ``num_steps``,
         ``refine_steps``, ...). Defaults there: NNGP ReLU kernel of depth 3,
         ``InverseGamma(2, 2)`` scale prior (a Student-t process), marginal-likelihood fitting.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from probkit.bo.surrogates import StudentTNNGPSurrogate
+    >>> x = np.random.default_rng(0).uniform(size=(10, 2))
+    >>> fitted = StudentTNNGPSurrogate(num_steps=20, refine_steps=10).fit(
+    ...     x, np.sin(4 * x).sum(1), key=jax.random.key(0))
+    >>> fitted.n, fitted.capacity, fitted.posterior(x[:3]).mean.shape
+    (10, 32, (3,))
     """
 
-    def __init__(self, **fit_kwargs):
+    def __init__(self, *, capacity: int | None = None, **fit_kwargs):
+        self.capacity = None if capacity is None else check_positive_int("capacity", capacity)
         self.fit_kwargs = fit_kwargs
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.fit_kwargs.items()))
+        kw = dict(self.fit_kwargs, **({} if self.capacity is None else
+                                      {"capacity": self.capacity}))
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(kw.items()))
         return f"StudentTNNGPSurrogate({args})"
 
     def fit(self, x, y, *, key):
-        """Fit by marginal likelihood; returns the ``NNGPRegression`` (its ``posterior`` is
-        the protocol's)."""
+        """Fit by marginal likelihood on the data padded to the capacity; returns the
+        ``NNGPRegression`` (its ``posterior`` is the protocol's)."""
         from probkit.models.nngp import fit
 
         key = check_key("key", key)
         x, y = check_regression_data(x, y)
-        return fit(x, y, key=key, **self.fit_kwargs)
+        n = x.shape[0]
+        cap = self.capacity
+        if cap is None or n > cap:
+            cap = max(32, 1 << (n - 1).bit_length())
+        return fit(x, y, key=key, capacity=cap, **self.fit_kwargs)
+
+
+class PFNSurrogate:
+    """A prior-data fitted network as a surrogate: no fitting, one forward pass per posterior.
+
+    Parameters
+    ----------
+    pfn : PFN or str
+        A :class:`probkit.inference.pfn.PFN` or the name of a shipped one (default ``"gp-bo"``:
+        Matern-5/2 GP prior with hyperpriors, ``d <= 6``, up to 127 observations, outputs
+        standardised per dataset).
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from probkit.bo.surrogates import PFNSurrogate
+    >>> x = np.random.default_rng(0).uniform(size=(10, 2))
+    >>> fitted = PFNSurrogate().fit(x, np.sin(4 * x).sum(1), key=jax.random.key(0))
+    >>> fitted.posterior(x[:3]).mean.shape
+    (3,)
+    """
+
+    def __init__(self, pfn="gp-bo"):
+        from probkit.inference.pfn import PFN, load_pretrained
+
+        if isinstance(pfn, str):
+            pfn = load_pretrained(pfn)
+        if not isinstance(pfn, PFN):
+            raise ValueError(f"pfn: expected a PFN or the name of a shipped one, got {pfn!r}")
+        self.pfn = pfn
+
+    def __repr__(self) -> str:
+        return f"PFNSurrogate(prior={self.pfn.config.prior!r})"
+
+    def fit(self, x, y, *, key):
+        """Encode ``x`` ``(n, d)``, ``y`` ``(n,)`` once (a
+        :class:`probkit.inference.pfn.model.ConditionedPFN`, padded to the network's capacity);
+        ``key`` is unused: a PFN needs no fitting."""
+        check_key("key", key)
+        x, y = check_regression_data(x, y)
+        return self.pfn.condition(x, y)

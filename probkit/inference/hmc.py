@@ -355,6 +355,23 @@ def _diagnose_init(model, key, args, kwargs) -> str:
     return ", ".join(bad) if bad else "no single site (the joint density is not finite)"
 
 
+def model_logdensity(model: Callable, args: tuple, kwargs: dict) -> Callable:
+    """Log joint density of a NumPyro model on unconstrained positions, with NaN mapped to
+    ``-inf``.
+
+    A NaN log density (e.g. a Cholesky factorisation failing on a near-singular GP covariance
+    far out in the tails) must reject the proposal, as NumPyro's NUTS does. BlackJAX's
+    divergence test compares energies, which is false for NaN, so without this guard a chain
+    can step into such a region and stay there.
+    """
+
+    def logdensity(p):
+        lp = -potential_energy(model, args, kwargs, p)
+        return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+
+    return logdensity
+
+
 def _initialize(model, keys, args, kwargs, init_strategy):
     try:
         return initialize_model(keys, model, model_args=args, model_kwargs=kwargs,
@@ -429,9 +446,7 @@ def _compiled_sampler(model, structure, settings: tuple, mesh_devices: tuple | N
 
     def chains(keys, z0, dynamic):
         args, kwargs = _rebuild(dynamic, structure)
-
-        def logdensity(p):
-            return -potential_energy(model, args, kwargs, p)
+        logdensity = model_logdensity(model, args, kwargs)
 
         def one(k, z):
             return sample_chain(k, z, logdensity, num_warmup=num_warmup,
@@ -719,10 +734,7 @@ class BlackJAXNUTS(MCMCKernel):
         return jax.vmap(one)(rng_key, z) if batched else one(rng_key, z)
 
     def _logdensity(self, model_args, model_kwargs):
-        def logdensity(p):
-            return -potential_energy(self.model, model_args, model_kwargs or {}, p)
-
-        return logdensity
+        return model_logdensity(self.model, model_args, model_kwargs or {})
 
     def sample(self, state, model_args, model_kwargs):
         if state.i.ndim > 0:

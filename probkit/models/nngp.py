@@ -33,6 +33,15 @@ All three reuse one eigendecomposition :math:`K = U\Lambda U^\top`: with
 :math:`\varepsilon` and :math:`s^2`, so each quadrature node, optimiser step on
 :math:`(\varepsilon, H)` or HMC step of :func:`scale_mixture_model` is :math:`O(n)`.
 
+**Padding to a capacity** (``fit(..., capacity=N)``, used by the BO surrogate): the
+standardised training data are padded to ``N`` rows with a mask :math:`m`, the Gram matrix is
+:math:`K_m = \mathrm{where}(m_i \wedge m_j, K_{ij}, 0) + \mathrm{diag}(\lnot m)`
+(:func:`mask_gram`) and the padded targets and cross-covariance columns are zero. Then
+:math:`q` and the predictive moments are unchanged, :math:`\ln|K_m+\varepsilon I|` exceeds the
+real one by :math:`n_{pad}\ln(1+\varepsilon)` (removed by :func:`masked_quad_stats`), and the
+real count :math:`n` enters the marginal likelihoods as a traced value, so one compiled program
+serves every :math:`n \le N` (a Bayesian-optimisation loop adds one point per iteration).
+
 Classification (:func:`fit_classifier`): C latent functions with softmax likelihood, a sparse
 variational posterior on M inducing inputs and one shared scale with variational factor
 :math:`q(s^2) = \mathrm{IG}(a', b')` and :math:`q(u_c\mid s^2) = \mathcal N(m_c, s^2 S_c)`
@@ -104,6 +113,8 @@ __all__ = [
     "NNGPClassifier",
     "spectral",
     "quad_stats",
+    "mask_gram",
+    "masked_quad_stats",
     "gaussian_log_marginal",
     "student_t_log_marginal",
     "log_scale_integrand",
@@ -156,6 +167,50 @@ def quad_stats(sp: Spectral, noise) -> tuple[Array, Array]:
     return jnp.sum(sp.y_rot**2 / d), jnp.sum(jnp.log(d))
 
 
+def mask_gram(gram: Array, mask: Array) -> Array:
+    """Gram matrix of data padded to a fixed capacity: real block, identity block for padding.
+
+    :math:`K_m = \\mathrm{where}(m_i \\wedge m_j, K_{ij}, 0) + \\mathrm{diag}(\\lnot m)`. With
+    zero targets in the padded rows and zero cross-covariance columns for them, the padded
+    rows decouple: :math:`q = y^\\top(K_m+\\varepsilon I)^{-1}y` and the predictive moments
+    equal those of the real rows, and
+    :math:`\\ln|K_m+\\varepsilon I| = \\ln|K+\\varepsilon I| + n_{pad}\\ln(1+\\varepsilon)`
+    (see :func:`masked_quad_stats`). One compiled program then serves every ``n`` up to the
+    capacity.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from probkit.models.nngp import mask_gram
+    >>> mask_gram(jnp.full((3, 3), 2.0), jnp.array([True, True, False])).tolist()
+    [[2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    both = mask[:, None] & mask[None, :]
+    return jnp.where(both, gram, 0.0) + jnp.diag(jnp.where(mask, 0.0, 1.0).astype(gram.dtype))
+
+
+def _counts(mask: Array | None, size: int):
+    """Real and padded counts: Python ints without a mask, traced scalars with one."""
+    if mask is None:
+        return size, 0
+    n = jnp.sum(mask).astype(jnp.result_type(float))
+    return n, size - n
+
+
+def masked_quad_stats(sp: Spectral, noise, mask: Array | None) -> tuple[Array, Array, Any]:
+    """:math:`(q, \\ln|A|, n)` of the real rows from the spectrum of a :func:`mask_gram` matrix.
+
+    The padded eigenvalues are 1, so :math:`n_{pad}\\ln(1+\\varepsilon)` is subtracted from
+    the log determinant; ``n`` is the real count (a traced scalar). ``mask=None``: no padding,
+    :func:`quad_stats` and ``n = len(y)``.
+    """
+    q, logdet = quad_stats(sp, noise)
+    n, n_pad = _counts(mask, sp.y_rot.shape[0])
+    if mask is not None:
+        logdet = logdet - n_pad * jnp.log1p(noise)
+    return q, logdet, n
+
+
 def _chol_stats(gram: Array, y: Array, noise) -> tuple[Array, Array]:
     """The same statistics through a Cholesky factorisation (used while the kernel changes)."""
     n = y.shape[0]
@@ -164,12 +219,12 @@ def _chol_stats(gram: Array, y: Array, noise) -> tuple[Array, Array]:
     return jnp.sum(z**2), 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
 
 
-def gaussian_log_marginal(q, logdet, n: int, scale) -> Array:
+def gaussian_log_marginal(q, logdet, n: int | Array, scale) -> Array:
     """:math:`\\log\\mathcal N(y; 0, s^2 A) = -\\frac12(n\\ln 2\\pi s^2 + \\ln|A| + q/s^2)`."""
     return -0.5 * (n * (LOG_2PI + jnp.log(scale)) + logdet + q / scale)
 
 
-def student_t_log_marginal(q, logdet, n: int, a, b) -> Array:
+def student_t_log_marginal(q, logdet, n: int | Array, a, b) -> Array:
     """Log density of :math:`y \\sim t_{2a}(0, (b/a)A)`, the Student-t process marginal.
 
     :math:`\\ln\\Gamma(a+\\tfrac n2) - \\ln\\Gamma(a) - \\tfrac n2\\ln(2\\pi b) -
@@ -179,7 +234,7 @@ def student_t_log_marginal(q, logdet, n: int, a, b) -> Array:
             - 0.5 * logdet - (a + 0.5 * n) * jnp.log1p(q / (2.0 * b)))
 
 
-def log_scale_integrand(t, q, n: int, prior: dist.Distribution) -> Array:
+def log_scale_integrand(t, q, n: int | Array, prior: dist.Distribution) -> Array:
     """:math:`\\log g(t) = \\log H(e^t) + t - nt/2 - q e^{-t}/2` (unnormalised, t = log s2)."""
     return prior.log_prob(jnp.exp(t)) + t - 0.5 * n * t - 0.5 * q * jnp.exp(-t)
 
@@ -202,7 +257,7 @@ class ScaleQuadrature(NamedTuple):
     log_integral: Array
 
 
-def scale_quadrature(q, n: int, prior: dist.Distribution, *, num_nodes: int = 128,
+def scale_quadrature(q, n: int | Array, prior: dist.Distribution, *, num_nodes: int = 128,
                      width: float = 20.0, newton_steps: int = 40) -> ScaleQuadrature:
     """Exact 1-D quadrature of the scale posterior on :math:`t = \\log s^2`.
 
@@ -210,9 +265,15 @@ def scale_quadrature(q, n: int, prior: dist.Distribution, *, num_nodes: int = 12
     :math:`\\log g`; the trapezoid rule with ``num_nodes`` nodes on
     :math:`\\hat t \\pm` ``width``:math:`/\\sqrt{h}` integrates it. The grid's location is held
     fixed under differentiation (the integral does not depend on it), so gradients with
-    respect to ``q`` and the prior's parameters are those of the quadrature sum.
+    respect to ``q`` and the prior's parameters are those of the quadrature sum. ``n`` may be
+    a traced scalar (padded data: the real count is data, not a shape).
     """
-    n_f = float(n)
+    if isinstance(n, int | float | np.number):
+        n_f = float(n)
+        n_floor = max(n_f, 1.0)
+    else:
+        n_f = jnp.asarray(n, dtype=jnp.result_type(float))
+        n_floor = jnp.maximum(n_f, 1.0)
 
     def logg(t):
         return log_scale_integrand(t, q, n_f, prior)
@@ -220,7 +281,7 @@ def scale_quadrature(q, n: int, prior: dist.Distribution, *, num_nodes: int = 12
     d1 = jax.grad(logg)
     d2 = jax.grad(d1)
     qs = jax.lax.stop_gradient(q)
-    t0 = jnp.log(jnp.maximum(qs, 1e-300) / max(n_f, 1.0))
+    t0 = jnp.log(jnp.maximum(qs, 1e-300) / n_floor)
 
     def newton(_, t):
         g1, g2 = d1(t), d2(t)
@@ -254,7 +315,7 @@ def _is_inverse_gamma(prior) -> bool:
     return isinstance(prior, dist.InverseGamma)
 
 
-def log_marginal(q, logdet, n: int, prior: dist.Distribution | None, scale=1.0, *,
+def log_marginal(q, logdet, n: int | Array, prior: dist.Distribution | None, scale=1.0, *,
                  num_nodes: int = 128) -> Array:
     """:math:`\\log p(y)` of the scale-mixture model from :math:`(q, \\ln|A|)`.
 
@@ -269,7 +330,7 @@ def log_marginal(q, logdet, n: int, prior: dist.Distribution | None, scale=1.0, 
     return -0.5 * n * LOG_2PI - 0.5 * logdet + quad.log_integral
 
 
-def scale_posterior(q, n: int, prior: dist.Distribution | None, scale=1.0, *,
+def scale_posterior(q, n: int | Array, prior: dist.Distribution | None, scale=1.0, *,
                     num_nodes: int = 128) -> ScalePosterior:
     """Posterior of :math:`s^2` given :math:`q` (closed form or quadrature)."""
     if prior is None:
@@ -637,7 +698,13 @@ class NNGPRegression(eqx.Module):
     scale : Array
         Constant :math:`s^2` of the Gaussian model (1 for scale mixtures).
     sp : Spectral
-        The one eigendecomposition of the training Gram matrix.
+        The one eigendecomposition of the training Gram matrix (of the :func:`mask_gram`
+        matrix when padded; :meth:`unpad` gives that of the real rows).
+    x_train, y_train : Array
+        Standardised training data, padded to ``capacity`` rows when ``mask`` is set.
+    mask : Array or None
+        Boolean mask of the real rows (``fit(..., capacity=...)``), ``None`` when unpadded.
+        Padded models evaluate every ``n`` up to the capacity with the same compiled programs.
     """
 
     kernel: Kernel
@@ -652,11 +719,35 @@ class NNGPRegression(eqx.Module):
     y_loc: Array
     y_unit: Array
     history: Array
+    mask: Array | None = None
     num_nodes: int = eqx.field(static=True, default=128)
 
     @property
     def n(self) -> int:
+        """Number of (real) training points."""
+        if self.mask is None:
+            return int(self.y_train.shape[0])
+        return int(np.sum(np.asarray(self.mask)))
+
+    @property
+    def capacity(self) -> int:
+        """Rows of the (padded) training arrays; equals :attr:`n` when unpadded."""
         return int(self.y_train.shape[0])
+
+    def unpad(self) -> NNGPRegression:
+        """The same fitted model on the real rows only (one new eigendecomposition, O(n^3)).
+
+        Returns ``self`` when the model is not padded.
+        """
+        if self.mask is None:
+            return self
+        keep = np.flatnonzero(np.asarray(self.mask))
+        with jax.enable_x64(True):
+            xs, ys = self.x_train[keep], self.y_train[keep]
+            sp = spectral(self.kernel(xs, xs), ys)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(x_train=xs, y_train=ys, sp=sp, mask=None)
+        return NNGPRegression(**fields)
 
     def _x(self, x) -> Array:
         if isinstance(x, jax.core.Tracer):
@@ -720,7 +811,7 @@ class NNGPRegression(eqx.Module):
             raise ValueError("scale_prior: the Gaussian model has no random scale to sample")
         check_scale_prior("noise_prior", noise_prior)
         with jax.enable_x64(True):
-            return hmc.run(scale_mixture_model, self.sp, scale_prior=self.scale_prior,
+            return hmc.run(scale_mixture_model, self.unpad().sp, scale_prior=self.scale_prior,
                            noise=None if noise_prior is not None else self.noise,
                            noise_prior=noise_prior, key=key, num_warmup=num_warmup,
                            num_samples=num_samples, num_chains=num_chains,
@@ -736,6 +827,7 @@ class NNGPRegression(eqx.Module):
         check_key("key", key)
         check_positive_int("num_samples", num_samples)
         post = self.posterior(x, full_cov=True, include_noise=True)
+        y_real = self.y_train if self.mask is None else self.y_train[np.asarray(self.mask)]
         with jax.enable_x64(True):
             k1, k2 = jax.random.split(key)
             draws = np.asarray(post.sample(k2, num_samples))
@@ -748,34 +840,37 @@ class NNGPRegression(eqx.Module):
                 loglik = {"y": np.broadcast_to(lp, (1, num_samples) + lp.shape)}
         return Result(posterior={"s2": s2[None]},
                       posterior_predictive={"y": draws[None]},
-                      observed_data={"y": np.asarray(self.y_loc + self.y_unit * self.y_train)},
+                      observed_data={"y": np.asarray(self.y_loc + self.y_unit * y_real)},
                       log_likelihood=loglik,
                       attrs={"engine": "probkit.models.nngp", "scale": post.kind,
                              "kernel": type(self.kernel).__name__})
 
 
 def _model_q(model: NNGPRegression):
-    return quad_stats(model.sp, model.noise)
+    """(q, logdet, n) of the real rows; ``n`` traced when padded."""
+    return masked_quad_stats(model.sp, model.noise, model.mask)
 
 
 @eqx.filter_jit
 def _scale_posterior_jit(model: NNGPRegression) -> ScalePosterior:
-    q, _ = _model_q(model)
-    return scale_posterior(q, model.n, model.scale_prior, model.scale, num_nodes=model.num_nodes)
+    q, _, n = _model_q(model)
+    return scale_posterior(q, n, model.scale_prior, model.scale, num_nodes=model.num_nodes)
 
 
 @eqx.filter_jit
 def _lml_jit(model: NNGPRegression):
-    q, logdet = _model_q(model)
-    lml = log_marginal(q, logdet, model.n, model.scale_prior, model.scale,
+    q, logdet, n = _model_q(model)
+    lml = log_marginal(q, logdet, n, model.scale_prior, model.scale,
                        num_nodes=model.num_nodes)
-    return lml - model.n * jnp.log(model.y_unit)
+    return lml - n * jnp.log(model.y_unit)
 
 
 @eqx.filter_jit
 def _posterior_jit(model: NNGPRegression, x, full_cov: bool, include_noise: bool):
     xs = (x - model.x_loc) / model.x_unit
     kx = model.kernel(xs, model.x_train)
+    if model.mask is not None:
+        kx = jnp.where(model.mask[None, :], kx, 0.0)
     kdiag = model.kernel.diag(xs)
     kss = model.kernel(xs, xs) if full_cov else None
     mom = predictive_moments(model.sp, model.noise, kx, kdiag, kss)
@@ -784,8 +879,8 @@ def _posterior_jit(model: NNGPRegression, x, full_cov: bool, include_noise: bool
         var = var + model.noise
         if cov is not None:
             cov = cov + model.noise * jnp.eye(cov.shape[0], dtype=cov.dtype)
-    q, _ = _model_q(model)
-    sc = scale_posterior(q, model.n, model.scale_prior, model.scale, num_nodes=model.num_nodes)
+    q, _, n = _model_q(model)
+    sc = scale_posterior(q, n, model.scale_prior, model.scale, num_nodes=model.num_nodes)
     return ScaleMixtureNormal(mom.mean, var, cov, tuple(sc.params), sc.kind, model.y_loc,
                               model.y_unit)
 
@@ -813,48 +908,55 @@ def _build(th, kstatic, prior, names):
     return k, jnp.exp(th["log_noise"]), pr, jnp.exp(th["log_scale"])
 
 
-def _neg_lml_chol(th, prior, x, y, kstatic, names, num_nodes):
+def _neg_lml_chol(th, prior, x, y, kstatic, names, num_nodes, mask=None):
     k, eps, pr, s2 = _build(th, kstatic, prior, names)  # kstatic = (frozen arrays, static)
-    m = y.shape[0]
-    q, logdet = _chol_stats(k(x, x), y, eps + 1e-9)
+    gram = k(x, x)
+    m, n_pad = _counts(mask, y.shape[0])
+    if mask is None:
+        q, logdet = _chol_stats(gram, y, eps + 1e-9)
+    else:
+        q, logdet = _chol_stats(mask_gram(gram, mask), jnp.where(mask, y, 0.0), eps + 1e-9)
+        logdet = logdet - n_pad * jnp.log1p(eps + 1e-9)
     return -log_marginal(q, logdet, m, pr, s2, num_nodes=num_nodes) / m
 
 
-def _neg_lml_spectral(sub, kth, prior, sp, kstatic, names, num_nodes):
+def _neg_lml_spectral(sub, kth, prior, sp, kstatic, names, num_nodes, mask=None):
     _, eps, pr, s2 = _build({**sub, "kernel": kth}, kstatic, prior, names)
-    n = sp.y_rot.shape[0]
-    q, logdet = quad_stats(sp, eps)
+    q, logdet, n = masked_quad_stats(sp, eps, mask)
     return -log_marginal(q, logdet, n, pr, s2, num_nodes=num_nodes) / n
 
 
 @functools.partial(jax.jit, static_argnames=("kstatic", "names", "num_nodes", "lr", "steps"))
-def _fit_chol(theta, kfrozen, prior, x, y, *, kstatic, names, num_nodes, lr, steps):
+def _fit_chol(theta, kfrozen, prior, x, y, mask, *, kstatic, names, num_nodes, lr, steps):
     def loss(th):
-        return _neg_lml_chol(th, prior, x, y, (kfrozen, kstatic), names, num_nodes)
+        return _neg_lml_chol(th, prior, x, y, (kfrozen, kstatic), names, num_nodes, mask)
 
     return _adam(loss, theta, lr, steps)
 
 
 @functools.partial(jax.jit, static_argnames=("kstatic", "names", "num_nodes", "lr", "steps"))
-def _fit_spectral(sub, kth, kfrozen, prior, sp, *, kstatic, names, num_nodes, lr, steps):
+def _fit_spectral(sub, kth, kfrozen, prior, sp, mask, *, kstatic, names, num_nodes, lr, steps):
     def loss(th):
-        return _neg_lml_spectral(th, kth, prior, sp, (kfrozen, kstatic), names, num_nodes)
+        return _neg_lml_spectral(th, kth, prior, sp, (kfrozen, kstatic), names, num_nodes, mask)
 
     return _adam(loss, sub, lr, steps)
 
 
 @functools.partial(jax.jit, static_argnames=("kstatic",))
-def _gram_spectral(kparams, kfrozen, x, y, *, kstatic):
+def _gram_spectral(kparams, kfrozen, x, y, mask, *, kstatic):
     k = eqx.combine(jax.tree_util.tree_map(jnp.exp, kparams), kfrozen, kstatic)
-    return spectral(k(x, x), y)
+    gram = k(x, x)
+    if mask is not None:
+        gram, y = mask_gram(gram, mask), jnp.where(mask, y, 0.0)
+    return spectral(gram, y)
 
 
 def fit(x, y, *, key, kernel: Kernel | None = None,
         scale_prior: dist.Distribution | None | str = "default", noise: float = 0.1,
         fit_hyperparameters: bool = True, fit_prior: Sequence[str] | str = "auto",
         num_steps: int = 200, refine_steps: int = 100, learning_rate: float = 0.05,
-        max_fit_points: int = 400, num_nodes: int = 128, standardize: bool = True
-        ) -> NNGPRegression:
+        max_fit_points: int = 400, num_nodes: int = 128, standardize: bool = True,
+        capacity: int | None = None) -> NNGPRegression:
     """Fit a scale-mixture NNGP regression by maximising the marginal likelihood with optax.
 
     Parameters
@@ -889,6 +991,15 @@ def fit(x, y, *, key, kernel: Kernel | None = None,
         random-subset estimate; the refinement uses all points).
     num_nodes : int
         Quadrature nodes for non-inverse-gamma priors.
+    standardize : bool
+        z-score inputs and targets with the statistics of the (real) training points.
+    capacity : int, optional
+        Pad the training data to ``capacity >= n`` rows with a mask (:func:`mask_gram`; the
+        real count enters the marginal likelihoods as a traced value), so that every jitted
+        function of the fit and of :meth:`NNGPRegression.posterior` compiles once for all
+        ``n <= capacity`` (Bayesian optimisation adds one point per iteration). The results
+        equal the unpadded ones up to rounding; the cost is that of ``capacity`` points.
+        Default ``None``: no padding.
 
     Returns
     -------
@@ -913,6 +1024,11 @@ def fit(x, y, *, key, kernel: Kernel | None = None,
     check_positive("learning_rate", learning_rate)
     check_positive_int("max_fit_points", max_fit_points, minimum=2)
     check_positive_int("num_nodes", num_nodes, minimum=8)
+    if capacity is not None:
+        check_positive_int("capacity", capacity)
+        if capacity < xa.shape[0]:
+            raise ValueError(f"capacity: must be >= the number of points n={xa.shape[0]}, "
+                             f"got {capacity}")
     if isinstance(scale_prior, str):
         if scale_prior != "default":
             raise ValueError(f"scale_prior: expected a numpyro Distribution or None, got "
@@ -934,9 +1050,16 @@ def fit(x, y, *, key, kernel: Kernel | None = None,
             y_loc, y_unit = ya.mean(), ya.std() if ya.std() > 0 else 1.0
         else:
             x_loc, x_unit, y_loc, y_unit = np.zeros(xa2.shape[1]), np.ones(xa2.shape[1]), 0.0, 1.0
-        xs = jnp.asarray((xa2 - x_loc) / x_unit, jnp.float64)
-        ys = jnp.asarray((ya - y_loc) / y_unit, jnp.float64)
-        n = ys.shape[0]
+        xs_np, ys_np = (xa2 - x_loc) / x_unit, (ya - y_loc) / y_unit
+        n = ys_np.shape[0]
+        mask = None
+        if capacity is not None:  # real rows first, padded rows at the (standardised) origin
+            mask_np = np.arange(capacity) < n
+            mask = jnp.asarray(mask_np)
+            xs_np = np.concatenate([xs_np, np.zeros((capacity - n, xs_np.shape[1]))])
+            ys_np = np.concatenate([ys_np, np.zeros(capacity - n)])
+        xs = jnp.asarray(xs_np, jnp.float64)
+        ys = jnp.asarray(ys_np, jnp.float64)
         kernel = jax.tree_util.tree_map(
             lambda v: jnp.asarray(v, jnp.float64) if eqx.is_inexact_array(v) else v,
             _unit_amplitude(kernel))
@@ -951,18 +1074,26 @@ def fit(x, y, *, key, kernel: Kernel | None = None,
         static = dict(kstatic=kstatic, names=names, num_nodes=num_nodes)
         history = []
         if fit_hyperparameters and num_steps > 0:
-            if n > max_fit_points:
+            msub = None
+            if n > max_fit_points and mask is not None:  # random real rows, shapes fixed
+                u = jnp.where(mask, jax.random.uniform(key, (capacity,)), 2.0)
+                idx = jnp.argsort(u)[:max_fit_points]
+                xsub, ysub = xs[idx], ys[idx]
+            elif n > max_fit_points:
                 idx = jax.random.choice(key, n, (max_fit_points,), replace=False)
                 xsub, ysub = xs[idx], ys[idx]
+            elif mask is not None:  # the real rows come first: at most max_fit_points rows
+                m = min(capacity, max_fit_points)
+                xsub, ysub, msub = xs_np[:m], ys_np[:m], mask_np[:m]
             else:
                 xsub, ysub = xs, ys
-            theta, hist = _fit_chol(theta, kfrozen, prior_arr, xsub, ysub, lr=float(learning_rate),
-                                    steps=num_steps, **static)
+            theta, hist = _fit_chol(theta, kfrozen, prior_arr, xsub, ysub, msub,
+                                    lr=float(learning_rate), steps=num_steps, **static)
             history.append(np.asarray(hist))
-        sp = _gram_spectral(theta["kernel"], kfrozen, xs, ys, kstatic=kstatic)
+        sp = _gram_spectral(theta["kernel"], kfrozen, xs, ys, mask, kstatic=kstatic)
         if fit_hyperparameters and refine_steps > 0:
             sub = {k: v for k, v in theta.items() if k != "kernel"}
-            sub, hist = _fit_spectral(sub, theta["kernel"], kfrozen, prior_arr, sp,
+            sub, hist = _fit_spectral(sub, theta["kernel"], kfrozen, prior_arr, sp, mask,
                                       lr=0.5 * float(learning_rate), steps=refine_steps, **static)
             history.append(np.asarray(hist))
             theta = {**sub, "kernel": theta["kernel"]}
@@ -973,7 +1104,7 @@ def fit(x, y, *, key, kernel: Kernel | None = None,
                               x_unit=jnp.asarray(x_unit), y_loc=jnp.float64(y_loc),
                               y_unit=jnp.float64(y_unit),
                               history=np.concatenate(history) if history else np.zeros(0),
-                              num_nodes=num_nodes)
+                              mask=mask, num_nodes=num_nodes)
 
 
 def _adam(loss, theta, lr, steps):

@@ -1,4 +1,6 @@
-"""Model-family surrogates: NumPyro model through the HMC engine, Student-t NNGP."""
+"""Model-family surrogates: NumPyro model through the HMC engine, Student-t NNGP, PFN."""
+
+import contextlib
 
 import jax
 import numpy as np
@@ -43,3 +45,73 @@ def test_student_t_nngp_surrogate():
     res = optimize_acquisition(bo.LogEI(), fitted, -1.0, x[0], key=jax.random.key(2),
                                num_raw=32, num_restarts=2, num_steps=10)
     assert np.all((np.asarray(res.x) >= 0) & (np.asarray(res.x) <= 1))
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Collect the durations of XLA compilations that happen inside the block."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_student_t_nngp_surrogate_compiles_once_per_capacity():
+    """n and n + 1 points share a capacity (32): the second fit, posterior and acquisition
+    optimisation trigger no compilation at all (same settings as the test above, so its
+    compiled programs are reused when both run)."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(21, 2))
+    y = np.sin(5 * x[:, 0]) + x[:, 1]
+    y = (y - y.mean()) / y.std()
+    surrogate = bo.StudentTNNGPSurrogate(num_steps=50, refine_steps=20)
+
+    def step(n):
+        fitted = surrogate.fit(x[:n], y[:n], key=jax.random.key(n))
+        res = optimize_acquisition(bo.LogEI(), fitted, float(y[:n].min()), x[0],
+                                   key=jax.random.key(2), num_raw=32, num_restarts=2,
+                                   num_steps=10)
+        return fitted, np.asarray(res.x)
+
+    fitted, _ = step(20)
+    assert (fitted.n, fitted.capacity) == (20, 32)
+    with count_compiles() as compiles:
+        fitted, x_next = step(21)
+    assert (fitted.n, fitted.capacity) == (21, 32)
+    assert compiles == [], f"{len(compiles)} recompilations for n=21 after n=20"
+    assert x_next.shape == (1, 2) and np.all((x_next >= 0) & (x_next <= 1))
+
+
+def test_pfn_surrogate_tracks_data_and_compiles_once():
+    """The shipped BO PFN interpolates a smooth function it is conditioned on, its acquisition
+    finds the low region, and one more observation compiles nothing (capacity padding)."""
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(31, 2))
+    f = lambda z: ((z - 0.3) ** 2).sum(-1)  # noqa: E731
+    y = f(x)
+    y = (y - y.mean()) / y.std()
+    surrogate = bo.PFNSurrogate()
+
+    def step(n):
+        fitted = surrogate.fit(x[:n], y[:n], key=jax.random.key(0))
+        res = optimize_acquisition(bo.LogEI(), fitted, float(y[:n].min()), x[np.argmin(y[:n])],
+                                   key=jax.random.key(3), num_raw=64, num_restarts=2,
+                                   num_steps=20)
+        return fitted, np.asarray(res.x)
+
+    fitted, _ = step(30)
+    post = fitted.posterior(x[:30])
+    resid = np.asarray(post.mean) - y[:30]
+    assert np.sqrt(np.mean(resid**2)) < 0.2  # y has unit variance
+    assert post.sample(jax.random.key(1), 4).shape == (4, 30)
+    with count_compiles() as compiles:
+        _, x_next = step(31)
+    assert compiles == [], f"{len(compiles)} recompilations for n=31 after n=30"
+    assert f(x_next[0]) < np.percentile(f(x), 25)

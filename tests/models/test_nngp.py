@@ -234,6 +234,68 @@ def test_classifier_learns_blobs():
     np.testing.assert_allclose(kl_g, kl_ref, rtol=1e-6)
 
 
+# --------------------------------------------------------------------------- padding
+
+def _assert_same_model(padded, plain, xt, yt):
+    assert padded.n == plain.n and padded.capacity > plain.n
+    pp, pu = padded.posterior(xt), plain.posterior(xt)
+    assert pp.kind == pu.kind
+    np.testing.assert_allclose(pp.mean, pu.mean, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(pp.variance, pu.variance, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(pp.unit_cov, pu.unit_cov, rtol=1e-8, atol=1e-12)
+    for a, b in zip(pp.scale_params, pu.scale_params, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(pp.log_prob(yt), pu.log_prob(yt), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(padded.log_marginal_likelihood(), plain.log_marginal_likelihood(),
+                               rtol=1e-10)
+    q, logdet, n = nngp.masked_quad_stats(padded.sp, padded.noise, padded.mask)
+    q0, logdet0 = nngp.quad_stats(plain.sp, plain.noise)
+    np.testing.assert_allclose([q, logdet, n], [q0, logdet0, plain.n], rtol=1e-9)
+
+
+def test_padding_to_capacity_equals_unpadded(fitted):
+    """Masked padding (one compile for every n <= capacity) changes no result: the fitted
+    Student-t model (same Adam path) and a quadrature scale prior with fixed hyperparameters."""
+    x, y, plain = fitted
+    xt = np.array([[0.1, 0.2], [-1.0, 1.5], [2.0, -0.3], [2.5, 2.5]])
+    yt = np.array([0.2, -1.0, 0.5, 3.0])
+    padded = nngp.fit(x, y, key=jax.random.key(0), kernel=NNGP(2, "relu", 2.0, 0.1),
+                      scale_prior=dist.InverseGamma(2.0, 2.0), num_steps=30, refine_steps=20,
+                      capacity=40)
+    assert padded.capacity == 40 and padded.x_train.shape == (40, 2) and padded.n == len(y)
+    np.testing.assert_allclose(padded.history, plain.history, rtol=1e-8)
+    np.testing.assert_allclose(padded.noise, plain.noise, rtol=1e-8)
+    np.testing.assert_allclose(padded.scale_prior.rate, plain.scale_prior.rate, rtol=1e-8)
+    _assert_same_model(padded, plain, xt, yt)
+    # unpad() (used by sample_scale): the real rows and their own eigendecomposition
+    un = padded.unpad()
+    assert un.mask is None and un.capacity == len(y) and plain.unpad() is plain
+    np.testing.assert_allclose(un.sp.evals, plain.sp.evals, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(un.y_train, plain.y_train, rtol=1e-12)
+    # quadrature prior (Gamma), fixed kernel and noise
+    kw = dict(key=jax.random.key(0), kernel=NNGP(2, "relu", 1.5, 0.2),
+              scale_prior=dist.Gamma(2.0, 2.0), noise=0.05, fit_hyperparameters=False)
+    plain_q = nngp.fit(x, y, **kw)
+    padded_q = nngp.fit(x, y, capacity=40, **kw)
+    assert padded_q.posterior(xt).kind == "quadrature"
+    _assert_same_model(padded_q, plain_q, xt, yt)
+
+
+def test_padded_mask_gram_log_determinant():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(17, 17))
+    k = a @ a.T / 17
+    mask = np.arange(17) < 12
+    km = np.asarray(nngp.mask_gram(jnp.asarray(k), jnp.asarray(mask)))
+    np.testing.assert_array_equal(km[:12, :12], k[:12, :12])
+    np.testing.assert_array_equal(km[12:, :12], 0.0)
+    np.testing.assert_array_equal(km[12:, 12:], np.eye(5))
+    eps = 0.3
+    ld = np.linalg.slogdet(km + eps * np.eye(17))[1]
+    np.testing.assert_allclose(ld, np.linalg.slogdet(k[:12, :12] + eps * np.eye(12))[1]
+                               + 5 * np.log1p(eps), rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("kwargs,name", [
@@ -250,6 +312,8 @@ def test_classifier_learns_blobs():
     (dict(scale_prior="student"), "scale_prior"),
     (dict(fit_prior=("nope",)), "fit_prior"),
     (dict(kernel="rbf"), "kernel"),
+    (dict(capacity=2), "capacity"),
+    (dict(capacity=0), "capacity"),
 ])
 def test_fit_rejects_bad_input(kwargs, name):
     args = dict(x=np.zeros((3, 1)) + np.arange(3)[:, None], y=np.arange(3.0))

@@ -1,0 +1,401 @@
+r"""A trained PFN: network, bar borders and normalisation; prediction, save and load.
+
+:class:`PFN` bundles the :class:`~probkit.inference.pfn.network.Transformer`, the bar borders and
+a :class:`PFNConfig` (sizes, input box, output normalisation, the prior it was trained on).
+``pfn.predict(x_train, y_train, x_test)`` is one forward pass and returns a
+:class:`BarPrediction`: the posterior predictive of ``y`` at each test input, with log density,
+mean, variance, quantiles, samples and an ArviZ ``posterior_predictive`` group.
+
+Normalisation (applied identically in training and prediction):
+
+* inputs are mapped affinely from the configured box ``x_bounds`` to :math:`[0, 1]^d`;
+* outputs are either standardised per dataset with the training points' mean and standard
+  deviation (``standardize_y=True``; for priors whose output scale is arbitrary, e.g. for
+  optimisation) or by the fixed location and scale of the prior's ``y`` (``False``; for priors
+  with a known output scale, which per-dataset standardisation would hide from the network).
+  Densities are mapped back with the Jacobian :math:`1/\text{scale}`.
+
+Files: one JSON header line (format name, version, the config) followed by
+:func:`equinox.tree_serialise_leaves` bytes. A reloaded model predicts bit-for-bit the same.
+
+Examples
+--------
+>>> import jax, jax.numpy as jnp
+>>> from probkit.inference.pfn import load_pretrained
+>>> pfn = load_pretrained("gp1d-rbf")
+>>> x = jnp.linspace(0.1, 0.9, 8)[:, None]
+>>> pred = pfn.predict(x, jnp.sin(6 * x[:, 0]), jnp.array([[0.5]]))
+>>> bool(abs(pred.mean[0] - jnp.sin(3.0)) < 0.3)
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pathlib
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from probkit._checks import as_array, check_key, check_positive_int, check_same_length
+from probkit.inference.pfn import bar
+from probkit.inference.pfn.network import Transformer
+
+__all__ = ["PFNConfig", "PFN", "BarPrediction", "ConditionedPFN", "predict_batch", "save",
+           "load", "read_header", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "probkit-pfn"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PFNConfig:
+    """Static description of a PFN (everything needed to rebuild it before loading weights).
+
+    Attributes
+    ----------
+    max_points : int
+        Sequence length trained on; at most ``max_points - 1`` training points at prediction.
+    max_input_dim : int
+        Largest input dimension served.
+    num_buckets : int
+        Number of bar buckets (``len(borders) - 1``).
+    emsize, num_layers, num_heads, ff_factor : int
+        Network sizes.
+    x_bounds : (float, float)
+        Box of the inputs in every dimension (mapped to ``[0, 1]``).
+    standardize_y : bool
+        Per-dataset standardisation of ``y`` (else the fixed ``y_loc``, ``y_scale``).
+    y_loc, y_scale : float
+        Fixed output normalisation (used when ``standardize_y`` is false).
+    prior : str
+        Description of the prior trained on.
+    """
+
+    max_points: int
+    max_input_dim: int
+    num_buckets: int
+    emsize: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    ff_factor: int = 2
+    x_bounds: tuple[float, float] = (0.0, 1.0)
+    standardize_y: bool = False
+    y_loc: float = 0.0
+    y_scale: float = 1.0
+    prior: str = ""
+
+    @property
+    def max_train(self) -> int:
+        """Most training points a prediction may use."""
+        return self.max_points - 1
+
+
+class BarPrediction(eqx.Module):
+    """Posterior predictive of ``y`` at ``m`` test inputs (bar distributions in original units).
+
+    Satisfies the BO ``Posterior`` protocol (``mean``, ``variance``, ``sample``); samples are
+    independent across test points (a PFN predicts marginals).
+    """
+
+    logits: Array  # (..., m, num_buckets)
+    borders: Array  # (num_buckets + 1,)
+    loc: Array  # (..., 1): output normalisation, broadcasting over the m test points
+    scale: Array  # (..., 1)
+
+    def logpdf(self, y: Array) -> Array:
+        """Log predictive density of ``y`` ``(m,)`` (or broadcastable)."""
+        z = (jnp.asarray(y) - self.loc) / self.scale
+        return bar.logpdf(self.logits, self.borders, z) - jnp.log(self.scale)
+
+    def cdf(self, y: Array) -> Array:
+        """Predictive CDF at ``y``."""
+        return bar.cdf(self.logits, self.borders, (jnp.asarray(y) - self.loc) / self.scale)
+
+    @property
+    def mean(self) -> Array:
+        """Predictive mean ``(m,)``."""
+        return self.loc + self.scale * bar.mean(self.logits, self.borders)
+
+    @property
+    def variance(self) -> Array:
+        """Predictive variance ``(m,)``."""
+        return self.scale**2 * bar.variance(self.logits, self.borders)
+
+    def quantile(self, q) -> Array:
+        """Quantiles: ``q`` scalar gives ``(m,)``; ``q`` of shape ``(r,)`` gives ``(r, m)``."""
+        q = jnp.asarray(q)
+        qq = q[..., None] if q.ndim else q
+        return self.loc + self.scale * bar.quantile(self.logits, self.borders, qq)
+
+    def sample(self, key: Array, num_samples: int) -> Array:
+        """Draws ``(num_samples, m)``, independent over test points."""
+        return self.loc + self.scale * bar.sample(key, self.logits, self.borders, num_samples)
+
+    def to_result(self, *, key: Array, num_samples: int = 1000):
+        """A :class:`probkit.Result` with ``num_samples`` draws as its ``posterior_predictive``
+        group (one chain); ``.to_arviz()`` converts it."""
+        from probkit.result import Result
+
+        key = check_key("key", key)
+        draws = np.asarray(self.sample(key, check_positive_int("num_samples", num_samples)))
+        return Result(posterior={}, posterior_predictive={"y": draws[None]},
+                      attrs={"inference_library": "probkit.pfn"})
+
+
+def _map_x(cfg: PFNConfig, x: Array, input_dim: Array) -> Array:
+    """Inputs from the configured box to the unit cube; unused columns zeroed."""
+    lo, hi = cfg.x_bounds
+    return jnp.where(jnp.arange(cfg.max_input_dim) < input_dim, (x - lo) / (hi - lo), 0.0)
+
+
+class ConditionedPFN(eqx.Module):
+    """A PFN with its training set encoded once (the training tokens' states at every layer).
+
+    Training tokens never attend to queries, so predictions at any number of query batches
+    reuse this encoding: ``predict(x_test)`` costs only the queries' own passes. Fixed shapes
+    (the training set is padded to the network's capacity), so a jitted function taking it as an
+    argument compiles once; it is the fitted object of the BO surrogate
+    (:class:`probkit.bo.PFNSurrogate`).
+    """
+
+    pfn: PFN
+    states: Array
+    num_train: Array
+    input_dim: Array
+    loc: Array
+    scale: Array
+
+    def predict(self, x_test: Array) -> BarPrediction:
+        """Predictive at ``x_test`` ``(m, d)`` (``d`` may be below ``max_input_dim``)."""
+        cfg = self.pfn.config
+        x = jnp.asarray(x_test, self.states.dtype)
+        x = jnp.pad(x, ((0, 0), (0, cfg.max_input_dim - x.shape[1])))
+        logits = self.pfn.net.decode(self.states, self.num_train, _map_x(cfg, x, self.input_dim),
+                                     self.input_dim)
+        return BarPrediction(logits, self.pfn.borders, self.loc[None], self.scale[None])
+
+    def posterior(self, x: Array) -> BarPrediction:
+        """The BO ``Fitted`` protocol: the predictive of ``y`` at ``x`` ``(q, d)``."""
+        return self.predict(x)
+
+
+def _condition(pfn: PFN, x_train: Array, y_train: Array, num_train: Array,
+               input_dim: Array) -> ConditionedPFN:
+    cfg = pfn.config
+    mask = jnp.arange(x_train.shape[0]) < num_train
+    loc, scale = normalisation(cfg, y_train, mask)
+    z = jnp.where(mask, (y_train - loc) / scale, 0.0)
+    states = pfn.net.encode_train(_map_x(cfg, x_train, input_dim), z, num_train, input_dim)
+    return ConditionedPFN(pfn, states, num_train, input_dim, loc, scale)
+
+
+def _predict(pfn: PFN, x_train: Array, y_train: Array, num_train: Array, x_test: Array,
+             input_dim: Array) -> BarPrediction:
+    return _condition(pfn, x_train, y_train, num_train, input_dim).predict(x_test)
+
+
+def normalisation(cfg: PFNConfig, y: Array, mask: Array) -> tuple[Array, Array]:
+    """Location and scale of ``y`` for one dataset (``mask`` marks its training points)."""
+    if not cfg.standardize_y:
+        return jnp.asarray(cfg.y_loc, y.dtype), jnp.asarray(cfg.y_scale, y.dtype)
+    n = jnp.sum(mask)
+    loc = jnp.where(n > 0, jnp.sum(jnp.where(mask, y, 0.0)) / jnp.maximum(n, 1), 0.0)
+    var = jnp.sum(jnp.where(mask, (y - loc) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
+    scale = jnp.where(n > 1, jnp.sqrt(jnp.maximum(var, 1e-12)), 1.0)
+    return loc, jnp.maximum(scale, 1e-6)
+
+
+_predict_jit = eqx.filter_jit(_predict)
+_condition_jit = eqx.filter_jit(_condition)
+
+
+@eqx.filter_jit
+def predict_batch(pfn: PFN, x_train: Array, y_train: Array, x_test: Array) -> BarPrediction:
+    """Predictions for a batch of datasets of equal sizes in one compiled call.
+
+    Parameters
+    ----------
+    pfn : PFN
+        The network.
+    x_train, y_train, x_test : Array
+        ``(b, n, d)``, ``(b, n)``, ``(b, m, d)`` with ``n <= max_train`` and
+        ``d <= max_input_dim`` (not validated here: use :meth:`PFN.predict` for checked calls).
+
+    Returns
+    -------
+    BarPrediction
+        With leading batch axis ``b`` on every field.
+    """
+    cfg = pfn.config
+    b, n, d = x_train.shape
+    pad_rows = ((0, 0), (0, cfg.max_points - n), (0, cfg.max_input_dim - d))
+    xp = jnp.pad(x_train, pad_rows)
+    yp = jnp.pad(y_train, ((0, 0), (0, cfg.max_points - n)))
+    xq = jnp.pad(x_test, ((0, 0), (0, 0), (0, cfg.max_input_dim - d)))
+    f = jax.vmap(_predict, in_axes=(None, 0, 0, None, 0, None))
+    pred = f(pfn, xp, yp, jnp.asarray(n, jnp.int32), xq, jnp.asarray(d, jnp.int32))
+    return eqx.tree_at(lambda p: p.borders, pred, pfn.borders)  # shared, not per dataset
+
+
+class PFN(eqx.Module):
+    """A prior-data fitted network (Müller et al., ICLR 2022).
+
+    Build one with :func:`probkit.inference.pfn.init`, train it with
+    :func:`probkit.inference.pfn.train`, or load shipped weights with
+    :func:`probkit.inference.pfn.load_pretrained`.
+    """
+
+    net: Transformer
+    borders: Array
+    config: PFNConfig = eqx.field(static=True)
+
+    def check_data(self, x_train, y_train, x_test) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validate a prediction's inputs against what the network was trained for."""
+        cfg = self.config
+        x_train = as_array("x_train", x_train, ndim=(1, 2))
+        x_train = x_train[:, None] if x_train.ndim == 1 else x_train
+        y_train = as_array("y_train", y_train, ndim=1)
+        x_test = as_array("x_test", x_test, ndim=(1, 2))
+        x_test = x_test[:, None] if x_test.ndim == 1 else x_test
+        check_same_length(x_train=x_train, y_train=y_train)
+        if x_train.shape[0] > cfg.max_train:
+            raise ValueError(f"x_train: {x_train.shape[0]} training points, but this PFN was "
+                             f"trained for at most {cfg.max_train}")
+        d = x_test.shape[1]
+        if d > cfg.max_input_dim:
+            raise ValueError(f"x_test: input dimension {d}, but this PFN was trained for at "
+                             f"most {cfg.max_input_dim}")
+        if x_train.shape[0] and x_train.shape[1] != d:
+            raise ValueError(f"x_train: input dimension {x_train.shape[1]} differs from "
+                             f"x_test's {d}")
+        if x_test.shape[0] == 0:
+            raise ValueError("x_test: no test inputs")
+        for name, v in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)):
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"{name}: contains NaN or inf")
+        return x_train.reshape(-1, d), y_train, x_test
+
+    def predict(self, x_train, y_train, x_test) -> BarPrediction:
+        """Posterior predictive at ``x_test`` given the training set, in one forward pass.
+
+        Parameters
+        ----------
+        x_train : array ``(n, d)`` or ``(n,)``
+            Training inputs (``n <= config.max_train``, ``d <= config.max_input_dim``).
+        y_train : array ``(n,)``
+            Training outputs.
+        x_test : array ``(m, d)`` or ``(m,)``
+            Test inputs.
+
+        Returns
+        -------
+        BarPrediction
+            The predictive distributions of ``y`` at the ``m`` test inputs.
+        """
+        x_train, y_train, x_test = self.check_data(x_train, y_train, x_test)
+        xp, yp, n, xq, d = self.pad(x_train, y_train, x_test)
+        return _predict_jit(self, xp, yp, n, xq, d)
+
+    def condition(self, x_train, y_train) -> ConditionedPFN:
+        """Encode a training set once; ``.predict(x_test)`` then serves any test inputs.
+
+        Parameters
+        ----------
+        x_train : array ``(n, d)`` or ``(n,)``
+            Training inputs (``n <= config.max_train``, ``d <= config.max_input_dim``).
+        y_train : array ``(n,)``
+            Training outputs.
+        """
+        x_train = as_array("x_train", x_train, ndim=(1, 2))
+        x_train = x_train[:, None] if x_train.ndim == 1 else x_train
+        x_train, y_train, x_q = self.check_data(x_train, y_train, x_train[:1] if len(x_train)
+                                                else np.zeros((1, x_train.shape[1])))
+        xp, yp, n, _, d = self.pad(x_train, y_train, x_q)
+        return _condition_jit(self, xp, yp, n, d)
+
+    def pad(self, x_train, y_train, x_test):
+        """Pad a dataset to the network's capacity (so one program serves every size)."""
+        cfg = self.config
+        n, d = x_train.shape[0], x_test.shape[1]
+        xp = np.zeros((cfg.max_points, cfg.max_input_dim), np.float32)
+        xp[:n, :d] = x_train
+        yp = np.zeros((cfg.max_points,), np.float32)
+        yp[:n] = y_train
+        xq = np.zeros((x_test.shape[0], cfg.max_input_dim), np.float32)
+        xq[:, :d] = x_test
+        return (jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(n, jnp.int32), jnp.asarray(xq),
+                jnp.asarray(d, jnp.int32))
+
+
+def build(config: PFNConfig, borders, *, key: Array) -> PFN:
+    """A freshly initialised PFN for ``config`` and bar ``borders``."""
+    borders = jnp.asarray(borders, jnp.float32)
+    if borders.shape != (config.num_buckets + 1,):
+        raise ValueError(f"borders: expected {config.num_buckets + 1} borders, got "
+                         f"{borders.shape}")
+    net = Transformer(config.max_input_dim, config.num_buckets, emsize=config.emsize,
+                      num_layers=config.num_layers, num_heads=config.num_heads,
+                      ff_factor=config.ff_factor, key=key)
+    return PFN(net, borders, config)
+
+
+def _header(pfn: PFN, extra: dict[str, Any] | None) -> dict[str, Any]:
+    from probkit import __version__
+
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "probkit_version": __version__,
+            "config": dataclasses.asdict(pfn.config), "extra": extra or {}}
+
+
+def save(path, pfn: PFN, *, extra: dict[str, Any] | None = None) -> pathlib.Path:
+    """Write ``pfn`` to ``path`` (JSON header line + equinox leaves); ``extra`` is stored in the
+    header (training settings, seed, wall time)."""
+    path = pathlib.Path(path)
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, pfn)
+    path.write_bytes(json.dumps(_header(pfn, extra)).encode() + b"\n" + buf.getvalue())
+    return path
+
+
+def read_header(path) -> dict[str, Any]:
+    """The JSON header of a saved PFN (raises ``ValueError`` naming ``path`` if it is not one)."""
+    return _split(path)[0]
+
+
+def _split(path) -> tuple[dict[str, Any], bytes]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"path: no such file {str(path)!r}")
+    raw = path.read_bytes()
+    head, sep, body = raw.partition(b"\n")
+    try:
+        header = json.loads(head.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not sep or not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"path: {str(path)!r} is not a probkit PFN file (expected a JSON header "
+                         f"line with format {FORMAT!r})")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"path: {str(path)!r} has PFN format version "
+                         f"{header.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return header, body
+
+
+def load(path) -> PFN:
+    """Load a PFN written by :func:`save` (bit-for-bit the same predictions)."""
+    header, body = _split(path)
+    cfg = dict(header["config"])
+    cfg["x_bounds"] = tuple(cfg["x_bounds"])
+    try:
+        config = PFNConfig(**cfg)
+        skeleton = build(config, jnp.zeros(config.num_buckets + 1), key=jax.random.key(0))
+        return eqx.tree_deserialise_leaves(io.BytesIO(body), skeleton)
+    except (TypeError, ValueError, RuntimeError, EOFError) as err:
+        raise ValueError(f"path: {str(path)!r} is corrupt or does not match its header "
+                         f"(expected a PFN with config {cfg}): {err}") from err
