@@ -23,6 +23,7 @@ Usage::
     python benchmarks/bo.py                 # full run
     python benchmarks/bo.py --quick         # Branin, 20 evaluations, 2 seeds (< 2 min)
     python benchmarks/bo.py --problems ackley10 --seeds 3 --deadline-minutes 40
+    python benchmarks/bo.py --replot benchmarks/results/bo_*_curves.json   # merge runs' plots
 """
 
 from __future__ import annotations
@@ -173,8 +174,22 @@ def plot(problem_name, curves_by_method, budget):
     plt.close(fig)
 
 
+def replot(files):
+    """One figure per problem from saved curves (later files win for a method seen twice)."""
+    merged = {}
+    for f in files:
+        for problem, methods in json.loads(Path(f).read_text()).items():
+            for method, curves in methods.items():
+                merged.setdefault(problem, {})[method] = [np.asarray(c) for c in curves]
+    for problem, methods in merged.items():
+        plot(problem, methods, SETTINGS[problem][0])
+        print(f"plotted {problem}: {sorted(methods)}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--replot", nargs="+", metavar="CURVES_JSON",
+                    help="only redraw the plots from these *_curves.json files")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--problems", nargs="+", default=list(SETTINGS))
     ap.add_argument("--seeds", type=int, default=5)
@@ -185,6 +200,8 @@ def main(argv=None):
                     help="start no new run after this many minutes (partial results are kept)")
     ap.add_argument("--tag", default="", help="suffix of the results file (bo<tag>.json)")
     args = ap.parse_args(argv)
+    if args.replot:
+        return replot(args.replot)
     settings = dict(SETTINGS)
     if args.quick:
         args.problems, args.seeds = ["branin"], 2

@@ -76,8 +76,8 @@ def main(argv=None):
             {"lengthscale": ls[None], "variance": v, "noise": nz}))(
             post["lengthscale"], post["variance"], post["noise"])
         t_nuts = time.perf_counter() - t0
-    draws = np.asarray(means) + np.sqrt(np.asarray(variances)) * np.random.default_rng(0).normal(
-        size=means.shape)  # one predictive draw per posterior sample
+    eps = np.random.default_rng(0).normal(size=(20,) + means.shape)  # 20 per posterior draw
+    draws = (np.asarray(means) + np.sqrt(np.asarray(variances)) * eps).reshape(-1, means.shape[1])
     g = np.asarray(grid[:, 0])
     ax = axes[0]
     ax.fill_between(g, *np.percentile(draws, [5, 95], axis=0), alpha=0.25, color="C0",

@@ -252,7 +252,7 @@ class FBNN:
     """
 
     def __init__(self, widths=(100,), activation: str = "tanh", prior="gaussian",
-                 target: GPTarget | None = None, noise_var: float = 0.1,
+                 target: GPTarget | None = None, noise_var: float = 1e-3,
                  match_kwargs: dict | None = None, sampler: str = "sghmc", num_chains: int = 4,
                  num_burnin: int = 2000, num_samples: int = 30, thinning: int = 200,
                  batch_size: int = 32, step_size: float = 0.01, mdecay: float = 0.01,
@@ -435,6 +435,10 @@ class FBNNSurrogate:
     ``prior="gaussian"``/``"invgamma"`` the prior is matched at the first fit (on the inputs of
     that fit, in the unit cube) and reused afterwards.
 
+    The default noise variance is 1e-3 of the standardised outputs (BO objectives are usually
+    close to noiseless), not the UCI setting 0.1: on Branin (seed 2, 45 evaluations) 0.1 left the
+    surrogate no better than random search (log10 regret 0.67) and 1e-3 reached -1.79.
+
     Examples
     --------
     >>> import jax, numpy as np
@@ -447,7 +451,7 @@ class FBNNSurrogate:
     """
 
     def __init__(self, widths=(50, 50), activation: str = "tanh", prior="fixed", *,
-                 target: GPTarget | None = None, noise_var: float = 0.1,
+                 target: GPTarget | None = None, noise_var: float = 1e-3,
                  match_kwargs: dict | None = None, num_chains: int = 4, num_burnin: int = 1000,
                  num_samples: int = 25, thinning: int = 50, batch_size: int = 32,
                  step_size: float = 0.01, mdecay: float = 0.01):
