@@ -105,14 +105,39 @@ def _draw(value: Hyper, key: Array, shape: tuple[int, ...]) -> Array:
     return jnp.full(shape, value) if shape else jnp.asarray(value)
 
 
-def _uniform_inputs(key: Array, num_datasets: int, num_points: int, input_dim: int,
-                    bounds: tuple[float, float]) -> Array:
-    return jax.random.uniform(key, (num_datasets, num_points, input_dim), minval=bounds[0],
-                              maxval=bounds[1])
+class _Sampler:
+    """Batch sampling shared by the priors: each defines ``draw_one(key, x) -> (y, params)``
+    for one dataset, and ``input_dim`` / ``bounds``; these methods vmap and jit it."""
+
+    def sample_at(self, key: Array, x: Array) -> Datasets:
+        """Draw outputs at given inputs ``x`` ``(num_datasets, num_points, input_dim)``."""
+        return _sample_at(self, check_key("key", key), jnp.asarray(x))
+
+    def sample(self, key: Array, num_datasets: int, num_points: int) -> Datasets:
+        """Draw ``num_datasets`` datasets of ``num_points`` points each."""
+        key = check_key("key", key)
+        num_datasets = check_positive_int("num_datasets", num_datasets)
+        num_points = check_positive_int("num_points", num_points)
+        return _sample(self, key, num_datasets, num_points)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sample_at(prior, key: Array, x: Array) -> Datasets:
+    keys = jax.random.split(key, x.shape[0])
+    y, params = jax.vmap(prior.draw_one)(keys, x)
+    return Datasets(x, y, params)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _sample(prior, key: Array, num_datasets: int, num_points: int) -> Datasets:
+    kx, ky = jax.random.split(key)
+    x = jax.random.uniform(kx, (num_datasets, num_points, prior.input_dim),
+                           minval=prior.bounds[0], maxval=prior.bounds[1])
+    return _sample_at(prior, ky, x)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class GPPrior:
+class GPPrior(_Sampler):
     r"""Datasets from a Gaussian-process prior with fixed or random hyperparameters.
 
     .. math::
@@ -206,16 +231,18 @@ class GPPrior:
         return self.kernel(lengthscale=params["lengthscale"], variance=params["variance"],
                            **extra)
 
-    def sample_at(self, key: Array, x: Array) -> Datasets:
-        """Draw outputs at given inputs ``x`` ``(num_datasets, num_points, input_dim)``."""
-        return _gp_sample_at(self, check_key("key", key), jnp.asarray(x))
-
-    def sample(self, key: Array, num_datasets: int, num_points: int) -> Datasets:
-        """Draw ``num_datasets`` datasets of ``num_points`` points each."""
-        key = check_key("key", key)
-        num_datasets = check_positive_int("num_datasets", num_datasets)
-        num_points = check_positive_int("num_points", num_points)
-        return _gp_sample(self, key, num_datasets, num_points)
+    def draw_one(self, key: Array, x: Array) -> tuple[Array, dict[str, Array]]:
+        """Outputs ``(n,)`` of one dataset at inputs ``x`` ``(n, d)``, with its hyperparameters."""
+        kp, kz, kt = jax.random.split(key, 3)
+        params = self.draw_params(kp)
+        n = x.shape[0]
+        cov = self.make_kernel(params)(x, x)
+        cov = cov + (params["noise"] + _jitter(params)) * jnp.eye(n, dtype=cov.dtype)
+        y = jnp.linalg.cholesky(cov) @ jax.random.normal(kz, (n,), dtype=cov.dtype)
+        if self.student_t_df is not None:
+            y = y + params["student_t_scale"] * jax.random.t(kt, self.student_t_df, (n,),
+                                                              dtype=cov.dtype)
+        return y, params
 
     def predictive(self, x_train: Array, y_train: Array, x_test: Array,
                    params: dict[str, Array] | None = None) -> tuple[Array, Array]:
@@ -258,35 +285,8 @@ def _jitter(params: dict[str, Array]) -> Array:
     return 1e-6 * params["variance"]
 
 
-def _gp_draw_one(prior: GPPrior, key: Array, x: Array) -> tuple[Array, dict[str, Array]]:
-    kp, kz, kt = jax.random.split(key, 3)
-    params = prior.draw_params(kp)
-    n = x.shape[0]
-    cov = prior.make_kernel(params)(x, x)
-    cov = cov + (params["noise"] + _jitter(params)) * jnp.eye(n, dtype=cov.dtype)
-    y = jnp.linalg.cholesky(cov) @ jax.random.normal(kz, (n,), dtype=cov.dtype)
-    if prior.student_t_df is not None:
-        y = y + params["student_t_scale"] * jax.random.t(kt, prior.student_t_df, (n,),
-                                                          dtype=cov.dtype)
-    return y, params
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _gp_sample_at(prior: GPPrior, key: Array, x: Array) -> Datasets:
-    keys = jax.random.split(key, x.shape[0])
-    y, params = jax.vmap(functools.partial(_gp_draw_one, prior))(keys, x)
-    return Datasets(x, y, params)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2, 3))
-def _gp_sample(prior: GPPrior, key: Array, num_datasets: int, num_points: int) -> Datasets:
-    kx, ky = jax.random.split(key)
-    x = _uniform_inputs(kx, num_datasets, num_points, prior.input_dim, prior.bounds)
-    return _gp_sample_at(prior, ky, x)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
-class NumPyroPrior:
+class NumPyroPrior(_Sampler):
     """Datasets from the prior predictive of a user's NumPyro model.
 
     Parameters
@@ -327,40 +327,14 @@ class NumPyroPrior:
         object.__setattr__(self, "input_dim", check_positive_int("input_dim", self.input_dim))
         object.__setattr__(self, "bounds", _check_bounds(self.bounds))
 
-    def sample_at(self, key: Array, x: Array) -> Datasets:
-        """Draw outputs at given inputs ``x`` ``(num_datasets, num_points, input_dim)``."""
-        return _numpyro_sample_at(self, check_key("key", key), jnp.asarray(x))
-
-    def sample(self, key: Array, num_datasets: int, num_points: int) -> Datasets:
-        """Draw ``num_datasets`` datasets of ``num_points`` points each."""
-        key = check_key("key", key)
-        num_datasets = check_positive_int("num_datasets", num_datasets)
-        num_points = check_positive_int("num_points", num_points)
-        return _numpyro_sample(self, key, num_datasets, num_points)
-
-
-def _numpyro_draw_one(prior: NumPyroPrior, key: Array, x: Array) -> Array:
-    pred = Predictive(prior.model, num_samples=1, return_sites=[prior.site])
-    out = pred(key, x, **prior.model_kwargs)
-    if prior.site not in out:
-        raise ValueError(f"site: the model has no sample site named {prior.site!r}")
-    y = out[prior.site][0]
-    if y.shape != x.shape[:1]:
-        raise ValueError(f"model: site {prior.site!r} has shape {y.shape}, expected "
-                         f"{x.shape[:1]} (one output per input row)")
-    return y
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _numpyro_sample_at(prior: NumPyroPrior, key: Array, x: Array) -> Datasets:
-    keys = jax.random.split(key, x.shape[0])
-    y = jax.vmap(functools.partial(_numpyro_draw_one, prior))(keys, x)
-    return Datasets(x, y, {})
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2, 3))
-def _numpyro_sample(prior: NumPyroPrior, key: Array, num_datasets: int,
-                    num_points: int) -> Datasets:
-    kx, ky = jax.random.split(key)
-    x = _uniform_inputs(kx, num_datasets, num_points, prior.input_dim, prior.bounds)
-    return _numpyro_sample_at(prior, ky, x)
+    def draw_one(self, key: Array, x: Array) -> tuple[Array, dict[str, Array]]:
+        """Outputs ``(n,)`` of one dataset at inputs ``x`` ``(n, d)`` (no hyperparameters)."""
+        out = Predictive(self.model, num_samples=1, return_sites=[self.site])(
+            key, x, **self.model_kwargs)
+        if self.site not in out:
+            raise ValueError(f"site: the model has no sample site named {self.site!r}")
+        y = out[self.site][0]
+        if y.shape != x.shape[:1]:
+            raise ValueError(f"model: site {self.site!r} has shape {y.shape}, expected "
+                             f"{x.shape[:1]} (one output per input row)")
+        return y, {}

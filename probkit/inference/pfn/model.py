@@ -256,30 +256,37 @@ class PFN(eqx.Module):
     borders: Array
     config: PFNConfig = eqx.field(static=True)
 
-    def check_data(self, x_train, y_train, x_test) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Validate a prediction's inputs against what the network was trained for."""
+    def check_data(self, x_train, y_train, x_test=None):
+        """Validate a prediction's inputs against what the network was trained for.
+
+        Returns ``(x_train (n, d), y_train (n,), x_test (m, d) or None)``.
+        """
         cfg = self.config
         x_train = as_array("x_train", x_train, ndim=(1, 2))
         x_train = x_train[:, None] if x_train.ndim == 1 else x_train
         y_train = as_array("y_train", y_train, ndim=1)
-        x_test = as_array("x_test", x_test, ndim=(1, 2))
-        x_test = x_test[:, None] if x_test.ndim == 1 else x_test
         check_same_length(x_train=x_train, y_train=y_train)
         if x_train.shape[0] > cfg.max_train:
             raise ValueError(f"x_train: {x_train.shape[0]} training points, but this PFN was "
                              f"trained for at most {cfg.max_train}")
-        d = x_test.shape[1]
+        arrays = {"x_train": x_train, "y_train": y_train}
+        name, d = "x_train", x_train.shape[1]
+        if x_test is not None:
+            x_test = as_array("x_test", x_test, ndim=(1, 2))
+            x_test = x_test[:, None] if x_test.ndim == 1 else x_test
+            if x_test.shape[0] == 0:
+                raise ValueError("x_test: no test inputs")
+            name, d = "x_test", x_test.shape[1]
+            if x_train.shape[0] and x_train.shape[1] != d:
+                raise ValueError(f"x_train: input dimension {x_train.shape[1]} differs from "
+                                 f"x_test's {d}")
+            arrays["x_test"] = x_test
         if d > cfg.max_input_dim:
-            raise ValueError(f"x_test: input dimension {d}, but this PFN was trained for at "
+            raise ValueError(f"{name}: input dimension {d}, but this PFN was trained for at "
                              f"most {cfg.max_input_dim}")
-        if x_train.shape[0] and x_train.shape[1] != d:
-            raise ValueError(f"x_train: input dimension {x_train.shape[1]} differs from "
-                             f"x_test's {d}")
-        if x_test.shape[0] == 0:
-            raise ValueError("x_test: no test inputs")
-        for name, v in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)):
+        for key, v in arrays.items():
             if not np.all(np.isfinite(v)):
-                raise ValueError(f"{name}: contains NaN or inf")
+                raise ValueError(f"{key}: contains NaN or inf")
         return x_train.reshape(-1, d), y_train, x_test
 
     def predict(self, x_train, y_train, x_test) -> BarPrediction:
@@ -313,24 +320,25 @@ class PFN(eqx.Module):
         y_train : array ``(n,)``
             Training outputs.
         """
-        x_train = as_array("x_train", x_train, ndim=(1, 2))
-        x_train = x_train[:, None] if x_train.ndim == 1 else x_train
-        x_train, y_train, x_q = self.check_data(x_train, y_train, x_train[:1] if len(x_train)
-                                                else np.zeros((1, x_train.shape[1])))
-        xp, yp, n, _, d = self.pad(x_train, y_train, x_q)
+        x_train, y_train, _ = self.check_data(x_train, y_train)
+        xp, yp, n, _, d = self.pad(x_train, y_train)
         return _condition_jit(self, xp, yp, n, d)
 
-    def pad(self, x_train, y_train, x_test):
-        """Pad a dataset to the network's capacity (so one program serves every size)."""
+    def pad(self, x_train, y_train, x_test=None):
+        """Pad a dataset to the network's capacity (so one program serves every size); the
+        test inputs (if given) are padded to ``max_input_dim`` columns."""
         cfg = self.config
-        n, d = x_train.shape[0], x_test.shape[1]
+        n, d = x_train.shape
         xp = np.zeros((cfg.max_points, cfg.max_input_dim), np.float32)
         xp[:n, :d] = x_train
         yp = np.zeros((cfg.max_points,), np.float32)
         yp[:n] = y_train
-        xq = np.zeros((x_test.shape[0], cfg.max_input_dim), np.float32)
-        xq[:, :d] = x_test
-        return (jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(n, jnp.int32), jnp.asarray(xq),
+        xq = None
+        if x_test is not None:
+            xq = np.zeros((x_test.shape[0], cfg.max_input_dim), np.float32)
+            xq[:, :d] = x_test
+            xq = jnp.asarray(xq)
+        return (jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(n, jnp.int32), xq,
                 jnp.asarray(d, jnp.int32))
 
 
