@@ -24,6 +24,9 @@ Usage::
     python benchmarks/bo.py --quick         # Branin, 20 evaluations, 2 seeds (< 2 min)
     python benchmarks/bo.py --problems ackley10 --seeds 3 --deadline-minutes 40
     python benchmarks/bo.py --replot benchmarks/results/bo_*_curves.json   # merge runs' plots
+    python benchmarks/bo.py --problems ackley10 --seeds 2 --first-seed 3 --tag _b  # seeds 3, 4
+    python benchmarks/bo.py --merge _ab benchmarks/results/bo_a_curves.json \
+        benchmarks/results/bo_b_curves.json   # pool the seeds of two runs into bo_ab.json
 """
 
 from __future__ import annotations
@@ -174,16 +177,51 @@ def plot(problem_name, curves_by_method, budget):
     plt.close(fig)
 
 
+def _load_curves(path):
+    """``{problem: {method: [curve, ...]}}`` and the per-run iteration seconds (``_seconds``,
+    absent in files written before it was recorded)."""
+    doc = json.loads(Path(path).read_text())
+    seconds = doc.pop("_seconds", {})
+    return doc, seconds
+
+
 def replot(files):
     """One figure per problem from saved curves (later files win for a method seen twice)."""
     merged = {}
     for f in files:
-        for problem, methods in json.loads(Path(f).read_text()).items():
+        for problem, methods in _load_curves(f)[0].items():
             for method, curves in methods.items():
                 merged.setdefault(problem, {})[method] = [np.asarray(c) for c in curves]
     for problem, methods in merged.items():
         plot(problem, methods, SETTINGS[problem][0])
         print(f"plotted {problem}: {sorted(methods)}")
+
+
+def merge(tag, files):
+    """Pool the runs of several invocations (e.g. seeds split over processes with
+    ``--first-seed``) into ``bo<tag>.json`` and its curves; seconds per iteration come from the
+    runs that recorded them."""
+    curves, seconds = {}, {}
+    for f in files:
+        c, s = _load_curves(f)
+        for problem, methods in c.items():
+            for method, runs in methods.items():
+                curves.setdefault(problem, {}).setdefault(method, []).extend(runs)
+        for problem, methods in s.items():
+            for method, runs in methods.items():
+                seconds.setdefault(problem, {}).setdefault(method, []).extend(runs)
+    rows = []
+    for problem, methods in curves.items():
+        for method, runs in methods.items():
+            times = [t for run in seconds.get(problem, {}).get(method, []) for t in run]
+            length = min(len(r) for r in runs)  # --quick runs are shorter
+            checkpoints = sorted({n for n in SETTINGS[problem][2] if n <= length} | {length})
+            rows += summarise(problem, method, [np.asarray(r) for r in runs], times, checkpoints)
+    write_results("bo" + tag, rows, merged_from=[str(f) for f in files])
+    (RESULTS / f"bo{tag}_curves.json").write_text(json.dumps({**curves, "_seconds": seconds}))
+    for r in rows:
+        print(f"  {r['dataset']:10s} {r['method']:22s} {r['setting']:10s} {r['metric']:16s} "
+              f"{r['value']:.3f}")
 
 
 def main(argv=None):
@@ -193,6 +231,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--problems", nargs="+", default=list(SETTINGS))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds first-seed .. first-seed + seeds - 1")
+    ap.add_argument("--merge", nargs="+", metavar=("TAG", "CURVES_JSON"),
+                    help="only pool the runs of these *_curves.json files into bo<TAG>.json")
     ap.add_argument("--methods", nargs="+",
                     default=["random-search", "probkit-gp-logei", *SURROGATES,
                              "botorch-gp-qlogei"])
@@ -202,6 +244,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.replot:
         return replot(args.replot)
+    if args.merge:
+        return merge(args.merge[0], args.merge[1:])
     settings = dict(SETTINGS)
     if args.quick:
         args.problems, args.seeds = ["branin"], 2
@@ -220,7 +264,7 @@ def main(argv=None):
                   "(pip install 'probkit[bench]')")
     runners = {k: v for k, v in runners.items() if k in args.methods}
     print("methods:", list(runners))
-    done_rows, curves_json, stopped = [], {}, False
+    done_rows, curves_json, seconds_json, stopped = [], {}, {}, False
 
     def flush(name, curves, times, budget, checkpoints, final=False):
         """Write everything finished so far (after every run: partial results survive)."""
@@ -229,10 +273,11 @@ def main(argv=None):
             if curves[method]:
                 rows += summarise(name, method, curves[method], times[method], checkpoints)
         curves_json[name] = {m: [c.tolist() for c in v] for m, v in curves.items() if v}
+        seconds_json[name] = {m: v for m, v in run_times.items() if v}
         plot(name, {m: v for m, v in curves.items() if v}, budget)
         write_results("bo" + args.tag, rows, quick=args.quick, partial=stopped or not final)
         (RESULTS / f"bo{args.tag}{'_quick' if args.quick else ''}_curves.json").write_text(
-            json.dumps(curves_json))
+            json.dumps({**curves_json, "_seconds": seconds_json}))
         return rows
 
     for name in args.problems:
@@ -240,7 +285,8 @@ def main(argv=None):
         budget, n_init, checkpoints = settings[name]
         curves = {m: [] for m in runners}
         times = {m: [] for m in runners}
-        for seed in range(args.seeds):
+        run_times = {m: [] for m in runners}
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             x0 = initial_design(problem, n_init, seed)
             for method, fn in runners.items():
                 max_dim = SURROGATES.get(method, (None, None))[1]
@@ -253,6 +299,7 @@ def main(argv=None):
                 ys, ts = fn(problem, budget, x0, seed)
                 curves[method].append(regret_curve(problem, ys))
                 times[method].extend(ts)
+                run_times[method].append([round(t, 5) for t in ts])
                 print(f"{name} seed={seed} {method}: final log10 regret "
                       f"{curves[method][-1][-1]:.2f}, {time.time() - t0:.0f} s, "
                       f"{np.median(ts) if ts else 0:.2f} s/iter", flush=True)

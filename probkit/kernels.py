@@ -295,6 +295,19 @@ class NNGP(Kernel):
     last_weight_variance : float
         Readout weight variance :math:`\sigma_{L+1}^2 > 0`; set it to 1 when a random scale
         multiplies the kernel (scale-mixture NNGP).
+    input_weight_variance : float or array of shape (d,), optional
+        First-layer weight variances per input dimension, :math:`K_1 = \sigma_b^2 +
+        \sum_i \sigma_{w,i}^2 x_i x'_i / d` (automatic relevance determination: a network
+        whose first-layer weights have one prior variance per input). Default: the shared
+        ``weight_variance``.
+    normalize : bool
+        Use the correlation kernel :math:`K(x,x')/\sqrt{K(x,x)K(x',x')}` (unit prior variance
+        everywhere; the amplitude is ``last_weight_variance``). The ReLU NNGP's prior variance
+        grows with :math:`\lVert x\rVert^2`, so an acquisition function built on it favours the
+        corners of a box; the normalised kernel removes that drift. With one ReLU layer it equals
+        (up to the factor 2) the NNGP of the inputs :math:`(\sigma_w x/\sqrt d, \sigma_b)`
+        projected onto the unit sphere (the ReLU is positively homogeneous): only directions
+        from the origin matter, and ``bias_variance`` acts as a length scale.
 
     Raises
     ------
@@ -321,11 +334,14 @@ class NNGP(Kernel):
     weight_variance: Array
     bias_variance: Array
     last_weight_variance: Array
+    input_weight_variance: Array | None
     depth: int = eqx.field(static=True)
     activation: str = eqx.field(static=True)
+    normalize: bool = eqx.field(static=True)
 
     def __init__(self, depth: int = 3, activation: str = "relu", weight_variance=2.0,
-                 bias_variance=0.1, last_weight_variance=1.0):
+                 bias_variance=0.1, last_weight_variance=1.0, input_weight_variance=None,
+                 normalize: bool = False):
         self.depth = check_positive_int("depth", depth, minimum=1)
         if activation not in _NNGP_ACTIVATIONS:
             raise ValueError(f"activation: expected one of {_NNGP_ACTIVATIONS}, "
@@ -339,6 +355,19 @@ class NNGP(Kernel):
         self.weight_variance = jnp.asarray(weight_variance)
         self.bias_variance = jnp.asarray(bias_variance)
         self.last_weight_variance = jnp.asarray(last_weight_variance)
+        if input_weight_variance is not None:
+            if _is_concrete(input_weight_variance):
+                check_positive("input_weight_variance", input_weight_variance)
+            input_weight_variance = jnp.asarray(input_weight_variance)
+            if input_weight_variance.ndim > 1:
+                raise ValueError("input_weight_variance: expected a scalar or a vector of "
+                                 f"length d, got shape {input_weight_variance.shape}")
+        self.input_weight_variance = input_weight_variance
+        self.normalize = bool(normalize)
+
+    def _input_weights(self) -> Array:
+        w = self.input_weight_variance
+        return self.weight_variance if w is None else w
 
     def _fns(self):
         if self.activation == "relu":
@@ -349,7 +378,7 @@ class NNGP(Kernel):
         """Exact :math:`K_l(x_i, x_i)` for ``l = 1..L`` (pre-activation variances)."""
         x = as_2d(x)
         _, ediag = self._fns()
-        q = self.bias_variance + self.weight_variance * jnp.sum(x * x, -1) / x.shape[-1]
+        q = self.bias_variance + jnp.sum(self._input_weights() * x * x, -1) / x.shape[-1]
         out = [q]
         for _ in range(self.depth - 1):
             q = self.bias_variance + self.weight_variance * ediag(q)
@@ -363,15 +392,20 @@ class NNGP(Kernel):
         d = x1.shape[-1]
         q1s = self.layer_diagonals(x1)
         q2s = q1s if same else self.layer_diagonals(x2)
-        c = self.bias_variance + self.weight_variance * (x1 @ x2.T) / d
+        c = self.bias_variance + (self._input_weights() * x1) @ x2.T / d
         for layer in range(self.depth):
             q1, q2 = q1s[layer], q2s[layer]
             if same:
                 c = _set_diagonal(c, q1)
             e = expect(q1[:, None], q2[None, :], c)
             c = self.bias_variance + self.weight_variance * e if layer < self.depth - 1 else e
+        d1 = self._last_diag(q1s[-1])
+        if self.normalize:
+            d2 = d1 if same else self._last_diag(q2s[-1])
+            c = c / jnp.sqrt(d1[:, None] * d2[None, :])
+            d1 = jnp.ones_like(d1)
         if same:
-            c = _set_diagonal(c, self._last_diag(q1s[-1]))
+            c = _set_diagonal(c, d1)
         return self.last_weight_variance * c
 
     def _last_diag(self, q: Array) -> Array:
@@ -379,7 +413,8 @@ class NNGP(Kernel):
         return ediag(q)
 
     def diag(self, x: Array) -> Array:
-        return self.last_weight_variance * self._last_diag(self.layer_diagonals(x)[-1])
+        d = self._last_diag(self.layer_diagonals(x)[-1])
+        return self.last_weight_variance * (jnp.ones_like(d) if self.normalize else d)
 
 
 def _set_diagonal(m: Array, d: Array) -> Array:

@@ -161,3 +161,57 @@ def test_nngp_matches_monte_carlo_of_finite_networks(activation):
 def test_nngp_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         NNGP(**kwargs)
+
+
+def test_nngp_input_weight_variance_rescales_inputs():
+    """Per-input first-layer variances v_i equal the shared-variance NNGP on inputs scaled by
+    sqrt(v_i / sw2) (only the first layer sees x)."""
+    rng = np.random.default_rng(2)
+    x1, x2 = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    v, sw2 = np.array([0.5, 2.0, 4.0]), 1.6
+    ard = NNGP(3, "relu", sw2, 0.3, 0.7, input_weight_variance=v)
+    ref = NNGP(3, "relu", sw2, 0.3, 0.7)
+    s = np.sqrt(v / sw2)
+    np.testing.assert_allclose(ard(jnp.asarray(x1), jnp.asarray(x2)),
+                               ref(jnp.asarray(x1 * s), jnp.asarray(x2 * s)), rtol=1e-12)
+    xa = jnp.asarray(x1)
+    np.testing.assert_allclose(ard(xa, xa), ref(jnp.asarray(x1 * s), jnp.asarray(x1 * s)),
+                               rtol=1e-9)
+    np.testing.assert_allclose(ard.diag(xa), ref.diag(jnp.asarray(x1 * s)), rtol=1e-12)
+    same = NNGP(3, "relu", sw2, 0.3, 0.7, input_weight_variance=sw2)
+    np.testing.assert_allclose(same(xa, xa), ref(xa, xa), rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_nngp_normalize_is_the_correlation_kernel(activation):
+    rng = np.random.default_rng(3)
+    x1, x2 = 3 * rng.normal(size=(6, 2)), rng.normal(size=(3, 2))
+    base = NNGP(2, activation, 1.6, 0.2, 1.0)
+    norm = NNGP(2, activation, 1.6, 0.2, 0.7, normalize=True)
+    a, b = jnp.asarray(x1), jnp.asarray(x2)
+    d1, d2 = np.asarray(base.diag(a)), np.asarray(base.diag(b))
+    ref = 0.7 * np.asarray(base(a, b)) / np.sqrt(d1[:, None] * d2[None, :])
+    np.testing.assert_allclose(norm(a, b), ref, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(np.asarray(norm(a, a))), np.full(6, 0.7), rtol=1e-12)
+    np.testing.assert_allclose(norm.diag(a), np.full(6, 0.7))
+    assert np.linalg.eigvalsh(np.asarray(norm(a, a))).min() > -1e-12
+
+
+def test_nngp_normalized_relu_is_the_nngp_on_the_sphere():
+    """One ReLU layer: normalised kernel = 2 x the NNGP of (sigma_w x / sqrt(d), sigma_b)
+    projected onto the unit sphere (weight variance d + 1, negligible bias)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, 3))
+    sw2, sb2 = 1.6, 0.4
+    z = np.concatenate([np.sqrt(sw2 / 3) * x, np.full((5, 1), np.sqrt(sb2))], 1)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sphere = NNGP(1, "relu", 4.0, 1e-300, 1.0)(jnp.asarray(z), jnp.asarray(z.copy()))
+    norm = NNGP(1, "relu", sw2, sb2, 1.0, normalize=True)
+    np.testing.assert_allclose(norm(jnp.asarray(x), jnp.asarray(x.copy())), 2 * sphere,
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", [0.0, [1.0, -1.0], [[1.0]], np.inf])
+def test_nngp_rejects_bad_input_weight_variance(value):
+    with pytest.raises(ValueError, match="^input_weight_variance"):
+        NNGP(input_weight_variance=value)

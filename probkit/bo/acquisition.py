@@ -51,38 +51,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import Array
-from jax.scipy.special import erfcx, ndtr
+from jax.scipy.stats import norm
 
 from probkit._checks import check_positive, check_positive_int
+from probkit.special import log_h
 
 __all__ = ["log_h", "log_ei", "ei", "LogEI", "UCB", "QLogEI", "QUCB", "Thompson",
            "AcquisitionResult", "optimize_acquisition"]
-
-_C1 = 0.5 * math.log(2.0 * math.pi)
-_C2 = 0.5 * math.log(math.pi / 2.0)
-
-
-def _log1mexp(a: Array) -> Array:
-    """:math:`\\log(1 - e^{a})` for :math:`a < 0`, accurate on both sides of :math:`-\\log 2`."""
-    a = jnp.minimum(a, -1e-300)
-    big = a > -math.log(2.0)
-    safe_big = jnp.where(big, a, -1.0)
-    safe_small = jnp.where(big, -1.0, a)
-    return jnp.where(big, jnp.log(-jnp.expm1(safe_big)), jnp.log1p(-jnp.exp(safe_small)))
-
-
-def log_h(z: Array) -> Array:
-    """Stable :math:`\\log(\\varphi(z) + z\\Phi(z))` (Ament et al. 2023, eq. 9)."""
-    z = jnp.asarray(z)
-    eps = jnp.finfo(z.dtype).eps
-    z_up = jnp.where(z > -1.0, z, 0.0)
-    upper = jnp.log(jnp.exp(-0.5 * z_up**2 - _C1) + z_up * ndtr(z_up))
-    z_mid = jnp.where(z <= -1.0, z, -1.0)
-    mid = -0.5 * z_mid**2 - _C1 + _log1mexp(jnp.log(erfcx(-z_mid / math.sqrt(2.0)) * -z_mid) + _C2)
-    tail = -0.5 * z_mid**2 - _C1 - 2.0 * jnp.log(-z_mid)
-    lower = jnp.where(z_mid > -1.0 / jnp.sqrt(eps), mid, tail)
-    return jnp.where(z > -1.0, upper, lower)
-
 
 def log_ei(mean: Array, variance: Array, best: Array) -> Array:
     """Log expected improvement below ``best`` of :math:`N(\\text{mean}, \\text{variance})`."""
@@ -94,7 +69,7 @@ def ei(mean: Array, variance: Array, best: Array) -> Array:
     """Plain expected improvement :math:`\\sigma h(z)` (underflows to 0 for :math:`z \\ll 0`)."""
     sigma = jnp.sqrt(variance)
     z = (best - mean) / sigma
-    return sigma * (jnp.exp(-0.5 * z**2 - _C1) + z * ndtr(z))
+    return sigma * (norm.pdf(z) + z * norm.cdf(z))
 
 
 def _log_softplus(x: Array) -> Array:
@@ -104,11 +79,19 @@ def _log_softplus(x: Array) -> Array:
 
 
 class LogEI(eqx.Module):
-    """Analytic log expected improvement (one point; ``q > 1`` uses :class:`QLogEI`)."""
+    """Analytic log expected improvement (one point; ``q > 1`` uses :class:`QLogEI`).
+
+    Gaussian log-EI from the posterior's ``mean`` and ``variance``, unless the posterior
+    computes its own exact value with a method ``log_expected_improvement(best)`` (a PFN's bar
+    distribution does: :meth:`probkit.inference.pfn.BarPrediction.log_expected_improvement`).
+    """
 
     kind = "analytic"
 
     def __call__(self, posterior, best: Array, key: Array) -> Array:
+        exact = getattr(posterior, "log_expected_improvement", None)
+        if exact is not None:
+            return jnp.sum(exact(best))
         return jnp.sum(log_ei(posterior.mean, posterior.variance, best))
 
     def batch(self) -> QLogEI:

@@ -417,9 +417,10 @@ class ScaleMixtureNormal(eqx.Module):
         p = self.scale_params
         if self.kind == "fixed":
             return p[0]
-        if self.kind == "inverse_gamma":
-            return jnp.where(p[0] > 1, p[1] / jnp.maximum(p[0] - 1.0, 1e-300), jnp.inf)
-        return jnp.sum(jnp.exp(p[1] + p[0]))
+        with jax.enable_x64(True):  # the parameters are float64 (fitted under x64)
+            if self.kind == "inverse_gamma":
+                return jnp.where(p[0] > 1, p[1] / jnp.maximum(p[0] - 1.0, 1e-300), jnp.inf)
+            return jnp.sum(jnp.exp(p[1] + p[0]))
 
     @property
     def mean(self) -> Array:

@@ -3,6 +3,7 @@
 import contextlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -45,6 +46,12 @@ def test_student_t_nngp_surrogate():
     res = optimize_acquisition(bo.LogEI(), fitted, -1.0, x[0], key=jax.random.key(2),
                                num_raw=32, num_restarts=2, num_steps=10)
     assert np.all((np.asarray(res.x) >= 0) & (np.asarray(res.x) <= 1))
+    # default kernel: fitted per-input variances, normalised (same prior variance at a corner
+    # of the box as at its centre, so log-EI is not drawn to the corners)
+    k = fitted.kernel
+    assert k.normalize and np.asarray(k.input_weight_variance).shape == (2,)
+    corner_centre = fitted.kernel.diag(jnp.array([[9.0, -9.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(corner_centre[0], corner_centre[1], rtol=1e-12)
 
 
 @contextlib.contextmanager

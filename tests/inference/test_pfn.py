@@ -15,7 +15,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 
 from probkit.inference.pfn import (
     PFN,
@@ -98,6 +98,31 @@ def test_bar_tails_are_half_normal_with_quartile_scale(borders):
     np.testing.assert_allclose(bar.logpdf(logits, borders, jnp.asarray(y)), ref, rtol=1e-5)
     # half the tail mass lies inside the original outer bucket
     np.testing.assert_allclose(bar.cdf(logits, borders, borders[0]), p_edge / 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("best", [-40.0, -6.0, -1.3, 0.0, 0.4, 2.0, 2.5, 9.0])
+def test_bar_log_expected_improvement_matches_quadrature(borders, best):
+    """Exact log E[(best - y)+] against scipy quadrature of the density, from far below the
+    support (left tail, where EI itself is ~1e-20 or less) through the buckets to past the
+    right tail's attachment point; the gradient in ``best`` is the CDF at ``best``."""
+    logits = jax.random.normal(jax.random.key(5), (borders.shape[0] - 1,))
+    with jax.enable_x64(True):
+        b = jnp.asarray(borders, jnp.float64)
+        lg = jnp.asarray(logits, jnp.float64)
+        got = float(bar.log_expected_improvement(lg, b, best))
+        grad = float(jax.grad(lambda v: bar.log_expected_improvement(lg, b, v))(best))
+        cdf = float(bar.cdf(lg, b, best))
+
+    def integrand(y):
+        return (best - y) * float(jnp.exp(bar.logpdf(lg, b, jnp.float64(y))))
+
+    with jax.enable_x64(True):
+        pts = sorted({*np.asarray(b).tolist(), best})
+        pts = [p for p in pts if p < best] + [best]
+        ref, _ = integrate.quad(integrand, min(best, float(b[0])) - 40.0, best, points=pts[:-1],
+                                limit=400, epsabs=0, epsrel=1e-11)
+    np.testing.assert_allclose(got, np.log(ref), rtol=1e-6)
+    np.testing.assert_allclose(grad, cdf / np.exp(got), rtol=1e-6)
 
 
 def test_quantile_inverts_cdf_and_samples_follow_it(borders):

@@ -281,6 +281,19 @@ def test_padding_to_capacity_equals_unpadded(fitted):
     _assert_same_model(padded_q, plain_q, xt, yt)
 
 
+def test_fit_learns_input_relevance():
+    """Per-input first-layer variances (ARD) are fitted by the marginal likelihood: the input
+    the function depends on gets a far larger variance than the irrelevant one."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-2, 2, size=(60, 2))
+    y = np.sin(2 * x[:, 0]) + 0.05 * rng.normal(size=60)
+    m = nngp.fit(x, y, key=jax.random.key(0), num_steps=150, refine_steps=20,
+                 kernel=NNGP(2, "relu", 2.0, 0.1, input_weight_variance=[2.0, 2.0],
+                             normalize=True))
+    v = np.asarray(m.kernel.input_weight_variance)
+    assert v.shape == (2,) and v[0] > 10 * v[1], v
+
+
 def test_padded_mask_gram_log_determinant():
     rng = np.random.default_rng(3)
     a = rng.normal(size=(17, 17))

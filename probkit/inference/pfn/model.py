@@ -128,6 +128,13 @@ class BarPrediction(eqx.Module):
         """Predictive variance ``(m,)``."""
         return self.scale**2 * bar.variance(self.logits, self.borders)
 
+    def log_expected_improvement(self, best) -> Array:
+        """Exact log expected improvement below ``best`` ``(m,)`` of the bar distributions
+        (:func:`probkit.inference.pfn.bar.log_expected_improvement`); :class:`probkit.bo.LogEI`
+        uses it instead of a Gaussian with the same mean and variance."""
+        z = (jnp.asarray(best) - self.loc) / self.scale
+        return bar.log_expected_improvement(self.logits, self.borders, z) + jnp.log(self.scale)
+
     def quantile(self, q) -> Array:
         """Quantiles: ``q`` scalar gives ``(m,)``; ``q`` of shape ``(r,)`` gives ``(r, m)``."""
         q = jnp.asarray(q)
