@@ -4,10 +4,11 @@ Methods, on the same seeds and the same scrambled-Sobol initial designs:
 
 * ``random-search`` — uniform random points after the initial design;
 * ``probkit-gp-logei`` — :class:`probkit.bo.GP` (Matern-5/2, MAP) + analytic log-EI;
-* ``probkit-nngp-logei`` — Student-t NNGP surrogate (:class:`probkit.bo.StudentTNNGPSurrogate`,
+* ``probkit-nngp-logei`` — Student-t NNGP surrogate (:meth:`probkit.models.nngp.Regressor.for_bo`,
   padded: compiles once per capacity);
-* ``probkit-pfn-logei`` — the shipped BO PFN (:class:`probkit.bo.PFNSurrogate`, ``d <= 6`` only);
-* ``probkit-fbnn-logei`` — BNN surrogate (:class:`probkit.models.fbnn.FBNNSurrogate`, 2 x 50 tanh,
+* ``probkit-pfn-logei`` — the shipped BO PFN (:class:`probkit.models.pfn.Regressor`,
+  ``d <= 6`` only);
+* ``probkit-fbnn-logei`` — BNN surrogate (:meth:`probkit.models.fbnn.FBNN.for_bo`, 2 x 50 tanh,
   fixed Gaussian prior, SGHMC draws);
 * ``botorch-gp-qlogei`` — BoTorch ``SingleTaskGP`` (its defaults) + ``qLogExpectedImprovement``
   (q=1), ``optimize_acqf`` with 10 restarts / 512 raw samples (needs the ``bench`` extra).
@@ -51,7 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, row, write_results  # noqa: E402
 
 from probkit import bo  # noqa: E402
-from probkit.models.fbnn import FBNNSurrogate  # noqa: E402
+from probkit.models import nngp  # noqa: E402
+from probkit.models.fbnn import FBNN  # noqa: E402
+from probkit.models.pfn import Regressor as PFNRegressor  # noqa: E402
 
 SETTINGS = {"branin": (100, 10, (10, 25, 50, 75, 100)),
             "hartmann6": (100, 10, (10, 25, 50, 75, 100)),
@@ -93,9 +96,9 @@ def run_probkit(problem, budget, x0, seed, surrogate=None):
 
 #: Model-family surrogates (method name -> factory, largest input dimension served).
 SURROGATES = {
-    "probkit-nngp-logei": (lambda: bo.StudentTNNGPSurrogate(), None),
-    "probkit-pfn-logei": (lambda: bo.PFNSurrogate("gp-bo"), 6),
-    "probkit-fbnn-logei": (lambda: FBNNSurrogate(), None),
+    "probkit-nngp-logei": (lambda: nngp.Regressor.for_bo(), None),
+    "probkit-pfn-logei": (lambda: PFNRegressor("gp-bo"), 6),
+    "probkit-fbnn-logei": (lambda: FBNN.for_bo(), None),
 }
 
 

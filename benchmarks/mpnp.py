@@ -6,15 +6,22 @@ periodic and Student-t-noise (RBF + t_2.1 noise) tasks: context and target log-l
 point, ``l_i = logmeanexp_k log N(y_i; mu_ik, sigma_ik)`` with 50 samples (1 for the CNP),
 mean over batches and its standard error.
 
-Writes, as it goes, ``OUT/<kind>.eqx`` (weights, :func:`probkit.models.mpnp.save`; checkpoints
-during training), ``OUT/mpnp.json`` (rows in the format of ``benchmarks/_common.py``),
-``OUT/log.txt``, and at the end ``benchmarks/results/mpnp.json`` (``mpnp_quick.json`` with
-``--quick``).
+Training runs :func:`probkit.models.mpnp.train` (the one optax loop). ``--train-seconds-max``
+caps a model's training time: the steady time per step is measured first (two short runs), and
+the step count is lowered to what fits in the cap, with the cosine schedule over those steps.
+``--pretrained`` trains nothing and evaluates the shipped networks (CNP, NP, MPNP).
+
+Writes, as it goes, ``OUT/<kind>.pk`` (the trained network, :func:`probkit.models.mpnp.
+save_network`; ``OUT/<kind>_checkpoint.pk`` while training, resumed from if present),
+``OUT/mpnp.json`` (rows in the format of ``benchmarks/_common.py``), ``OUT/log.txt``, and at the
+end ``benchmarks/results/mpnp.json`` (``mpnp_quick.json`` with ``--quick``; ``mpnp_pretrained``
+instead of ``mpnp`` with ``--pretrained``).
 
 Usage::
 
     python benchmarks/mpnp.py --steps 20000 --batch 100 --out runs/mpnp
     python benchmarks/mpnp.py --quick
+    python benchmarks/mpnp.py --quick --pretrained
 """
 
 from __future__ import annotations
@@ -47,16 +54,21 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-samples", type=int, default=50, help="K at evaluation")
     ap.add_argument("--steps-per-call", type=int, default=20, help="steps per lax.scan dispatch")
     ap.add_argument("--train-seconds-max", type=float, default=None,
-                    help="stop a model's training early after this many seconds")
+                    help="cap a model's training time (fewer steps, same schedule shape)")
     ap.add_argument("--dim-hid", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/mpnp_run", help="output folder")
     ap.add_argument("--quick", action="store_true", help="tiny run (< 2 min on CPU)")
+    ap.add_argument("--pretrained", action="store_true",
+                    help="evaluate the shipped networks (cnp, np, mpnp) instead of training")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.batch, args.eval_batches, args.eval_chunk = 30, 16, 8, 4
-        args.eval_samples, args.dim_hid, args.steps_per_call = 10, 32, 10
+        args.dim_hid, args.steps_per_call = 32, 10
+        if not args.pretrained:  # the shipped networks are scored with K as in the table
+            args.eval_samples = 10
+    name = "mpnp_pretrained" if args.pretrained else "mpnp"
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_file = open(out / "log.txt", "a")
@@ -69,75 +81,51 @@ def main(argv=None) -> None:
 
     log(f"args {vars(args)}; devices {jax.devices()}; jax {jax.__version__}; {machine()}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.pretrained:
+        models = [m for m in models if m in mpnp.PRETRAINED]
     rows: list[dict] = []
 
     def flush(final: bool = False) -> None:
-        doc = {"benchmark": "mpnp", "command": "python " + " ".join(sys.argv),
+        doc = {"benchmark": name, "command": "python " + " ".join(sys.argv),
                "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(),
                "device": str(jax.devices()[0]), "rows": rows}
         (out / "mpnp.json").write_text(json.dumps(doc, indent=1))
         if final:
-            write_results("mpnp", rows, quick=args.quick, device=str(jax.devices()[0]))
+            write_results(name, rows, quick=args.quick, device=str(jax.devices()[0]))
 
     t0 = time.perf_counter()
     chunk = min(args.eval_chunk, args.eval_batches)
     n_eval = (args.eval_batches // chunk) * chunk
     if n_eval != args.eval_batches:
         log(f"eval batches rounded down to {n_eval} (a multiple of --eval-chunk {chunk})")
-    eval_sets = {name: mpnp.make_eval_tasks(mpnp.bnp_prior(name), n_eval, 16, seed=42)
-                 for name in DATASETS}
+    eval_sets = {data: mpnp.make_eval_tasks(mpnp.bnp_prior(data), n_eval, 16, seed=42)
+                 for data in DATASETS}
     log(f"eval sets: {n_eval} batches x 16 tasks per dataset, {time.perf_counter() - t0:.1f}s")
     prior = mpnp.bnp_prior("rbf")
 
     for i, kind in enumerate(models):
-        model = mpnp.make_model(kind, key=jax.random.key(args.seed * 100 + i),
-                                dim_hid=args.dim_hid, dim_lat=args.dim_hid,
-                                **({"dim_gen": max(16, args.dim_hid // 2)}
-                                   if kind.startswith("mp") else {}))
-        stamps: list[tuple[int, float]] = []
-        t_start = time.perf_counter()
-
-        def cb(step, loss, _kind=kind, _stamps=stamps, _t=t_start):
-            _stamps.append((step, time.perf_counter()))
-            if len(_stamps) % max(1, 2000 // args.steps_per_call) == 0:
-                log(f"{_kind} step {step} loss {loss:.4f} ({time.perf_counter() - _t:.0f}s)")
-
-        model, hist = mpnp.train(
-            model, prior, key=jax.random.key(args.seed * 100 + 50 + i), num_steps=args.steps,
-            batch_size=args.batch, steps_per_call=args.steps_per_call,
-            progress_bar=not args.no_progress, checkpoint=out / f"{kind}.eqx",
-            checkpoint_every=max(args.steps // 5, args.steps_per_call),
-            max_seconds=args.train_seconds_max, callback=cb)
-        steps_done = hist["steps_done"]
-        first_step, first_t = stamps[0]
-        if len(stamps) > 1:
-            ms_step = 1e3 * (stamps[-1][1] - first_t) / (stamps[-1][0] - first_step)
-        else:
-            ms_step = 1e3 * hist["seconds"] / steps_done
-        compile_s = first_t - t_start
-        log(f"{kind}: {steps_done} steps in {hist['seconds']:.1f}s (first dispatch incl. compile "
-            f"{compile_s:.1f}s), steady {ms_step:.1f} ms/step, final loss {hist['loss'][-1]:.4f}")
-        setting = (f"steps={steps_done},batch={args.batch},dim_hid={args.dim_hid},"
-                   f"K_eval={args.eval_samples},eval_batches={n_eval}")
         method = f"probkit-{kind}"
-        rows.append(row("rbf", method, setting, "ms_per_step", ms_step, None, hist["seconds"]))
-        rows.append(row("rbf", method, setting, "train_loss_last", hist["loss"][-1], None, None))
-        for name in DATASETS:
+        if args.pretrained:
+            network = mpnp.load_pretrained(kind)
+            setting = f"weights=shipped,K_eval={args.eval_samples},eval_batches={n_eval}"
+        else:
+            network, setting = train_one(args, kind, i, prior, n_eval, out, log, rows)
+        for data in DATASETS:
             te = time.perf_counter()
-            tasks = eval_sets[name]
+            tasks = eval_sets[data]
             ctx, tar = [], []
             for start in range(0, n_eval, chunk):
                 part = mpnp.Tasks(*(jnp.asarray(a[start:start + chunk]) for a in tasks))
-                c, t = mpnp.evaluate(model, part, jax.random.fold_in(jax.random.key(7), start),
+                c, t = mpnp.evaluate(network, part, jax.random.fold_in(jax.random.key(7), start),
                                      args.eval_samples)
                 ctx.append(np.asarray(c).mean(axis=1))  # batch means (equal counts per batch)
                 tar.append(np.asarray(t).mean(axis=1))
             ctx, tar = np.concatenate(ctx), np.concatenate(tar)
             secs = time.perf_counter() - te
             for metric, v in (("ctx_ll", ctx), ("tar_ll", tar)):
-                rows.append(row(name, method, setting, metric, v.mean(),
+                rows.append(row(data, method, setting, metric, v.mean(),
                                 v.std(ddof=1) / np.sqrt(v.size), secs))
-            log(f"{kind} {name}: ctx_ll {ctx.mean():.4f} tar_ll {tar.mean():.4f} "
+            log(f"{kind} {data}: ctx_ll {ctx.mean():.4f} tar_ll {tar.mean():.4f} "
                 f"(+- {tar.std(ddof=1) / np.sqrt(tar.size):.4f}) eval {secs:.1f}s")
             flush()
     flush(final=True)
@@ -145,18 +133,54 @@ def main(argv=None) -> None:
     print_table(rows)
 
 
+def train_one(args, kind: str, i: int, prior, n_eval: int, out: pathlib.Path, log,
+              rows: list[dict]):
+    """Train one network (steady speed measured first) and save it; returns it and its
+    setting string, adding its speed and final-loss rows."""
+    network = mpnp.make_network(kind, key=jax.random.key(args.seed * 100 + i),
+                                dim_hid=args.dim_hid, dim_lat=args.dim_hid,
+                                **({"dim_gen": max(16, args.dim_hid // 2)}
+                                   if kind.startswith("mp") else {}))
+    key = jax.random.key(args.seed * 100 + 50 + i)
+    spd = args.steps_per_call
+    common = dict(key=key, batch_size=args.batch, steps_per_dispatch=spd, progress_bar=False)
+    first = mpnp.train(network, prior, num_steps=spd, **common)  # includes the compilation
+    two = mpnp.train(network, prior, num_steps=2 * spd, **common)  # compiled: steady speed
+    ms_step = 1e3 * two.seconds / two.steps
+    compile_s = first.seconds - two.seconds / 2
+    steps = args.steps
+    if args.train_seconds_max is not None:
+        fit = int(args.train_seconds_max / (ms_step / 1e3)) // spd * spd
+        steps = max(spd, min(steps, fit))
+    res = mpnp.train(network, prior, num_steps=steps, **{**common, "progress_bar":
+                                                           not args.no_progress},
+                     checkpoint=out / f"{kind}_checkpoint.pk",
+                     checkpoint_every=max(steps // 5, spd))
+    network = res.params
+    mpnp.save_network(out / f"{kind}.pk", network, steps=res.steps, seconds=res.seconds,
+                      batch_size=args.batch, prior="bnp_prior('rbf')")
+    log(f"{kind}: {res.steps} steps in {res.seconds:.1f}s (compile ~{compile_s:.1f}s), "
+        f"steady {ms_step:.1f} ms/step, final loss {res.losses[-1]:.4f}")
+    setting = (f"steps={res.steps},batch={args.batch},dim_hid={args.dim_hid},"
+               f"K_eval={args.eval_samples},eval_batches={n_eval}")
+    method = f"probkit-{kind}"
+    rows.append(row("rbf", method, setting, "ms_per_step", ms_step, None, res.seconds))
+    rows.append(row("rbf", method, setting, "train_loss_last", res.losses[-1], None, None))
+    return network, setting
+
+
 def print_table(rows: list[dict]) -> None:
     methods = sorted({r["method"] for r in rows})
     print("\n| data | metric | " + " | ".join(methods) + " |")
     print("|---|---|" + "---|" * len(methods))
-    for name in DATASETS:
+    for data in DATASETS:
         for metric in ("ctx_ll", "tar_ll"):
             cells = []
             for m in methods:
-                r = [x for x in rows if x["dataset"] == name and x["method"] == m
+                r = [x for x in rows if x["dataset"] == data and x["method"] == m
                      and x["metric"] == metric]
                 cells.append(f"{r[0]['value']:.3f} ± {r[0]['stderr']:.3f}" if r else "-")
-            print(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+            print(f"| {data} | {metric} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

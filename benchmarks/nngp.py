@@ -59,7 +59,7 @@ from probkit.models import nngp  # noqa: E402
 
 
 def methods(d: int):
-    """name -> (list of candidate (setting, kwargs) for fit)."""
+    """name -> (list of candidate (setting, Regressor settings))."""
     depths = (1, 3)
     return {
         "probkit-gp-rbf": [("ard", dict(kernel=RBF(np.ones(d)), scale_prior=None))],
@@ -69,15 +69,16 @@ def methods(d: int):
                                            scale_prior=dist.InverseGamma(2.0, 2.0)))
                        for L in depths],
         "probkit-burr": [(f"depth={L}", dict(kernel=NNGP(L, "relu", 2.0, 0.1),
-                                             scale_prior=BurrXII(2.0, 1.0, 1.0)))
+                                             scale_prior=BurrXII(2.0, 1.0, 1.0),
+                                             engine="quadrature"))
                          for L in depths],
     }
 
 
 def evaluate(model, x, y):
-    pred = model.predict(x, y, quantiles=None)
+    pred = model.predict(x, full_cov=False)
     rmse = float(np.sqrt(np.mean((np.asarray(pred.mean) - y) ** 2)))
-    return rmse, float(-np.mean(np.asarray(pred.log_density)))
+    return rmse, float(-np.mean(np.asarray(pred.log_prob(y))))
 
 
 def run_split(x_tr, y_tr, x_te, y_te, seed, fit_kw, names=None):
@@ -92,7 +93,8 @@ def run_split(x_tr, y_tr, x_te, y_te, seed, fit_kw, names=None):
         t0 = time.time()
         fitted, scores = [], []
         for _, kw in cands:
-            m = nngp.fit(x_tr[fi], y_tr[fi], key=jax.random.key(seed), **kw, **fit_kw)
+            m = nngp.Regressor(**kw, **fit_kw).fit(x_tr[fi], y_tr[fi], key=jax.random.key(seed),
+                                                   progress_bar=False)
             fitted.append(m)
             scores.append(evaluate(m, x_tr[va], y_tr[va])[1] if len(cands) > 1 else 0.0)
         best = int(np.nanargmin(scores))
@@ -137,10 +139,11 @@ def timing(fit_kw):
     out = []
     for attempt in ("first call (compiles)", "second call"):
         t = time.time()
-        m = nngp.fit(x[:1000], y[:1000], key=jax.random.key(0), kernel=NNGP(2, "relu", 2.0, 0.1),
-                     scale_prior=dist.InverseGamma(2.0, 2.0), **fit_kw)
-        p = m.predict(x[1000:], y[1000:])
-        np.asarray(p.log_density)
+        m = nngp.Regressor(kernel=NNGP(2, "relu", 2.0, 0.1),
+                           scale_prior=dist.InverseGamma(2.0, 2.0), **fit_kw).fit(
+            x[:1000], y[:1000], key=jax.random.key(0), progress_bar=False)
+        p = m.predict(x[1000:], full_cov=False)
+        np.asarray(p.log_prob(y[1000:]))
         out.append((attempt, time.time() - t))
         print(f"timing n=1000 {attempt}: {out[-1][1]:.2f}s", flush=True)
     return out
@@ -166,11 +169,11 @@ def digits_ood(seeds, quick):
         x_noisy = {sd: x_in[te] + sd * noise for sd in (0.1, 0.3)}
         for name, sm in (("probkit-svtp", "inverse_gamma"), ("probkit-svgp", "gaussian")):
             t = time.time()
-            clf = nngp.fit_classifier(x_in[tr], y_in[tr], key=jax.random.key(seed),
-                                      kernel=NNGP(2, "relu", 2.0, 0.1), scale_model=sm,
-                                      num_inducing=200, num_epochs=20 if quick else 60,
-                                      batch_size=100, learning_rate=1e-2, num_mc=16,
-                                      standardize=False)  # pixels are already in [0, 1]
+            clf = nngp.Classifier(kernel=NNGP(2, "relu", 2.0, 0.1), scale_model=sm,
+                                  num_inducing=200, num_epochs=20 if quick else 60,
+                                  batch_size=100, learning_rate=1e-2, num_mc=16,
+                                  standardize=False).fit(  # pixels are already in [0, 1]
+                x_in[tr], y_in[tr], key=jax.random.key(seed), progress_bar=False)
             k = jax.random.key(100 + seed)
             clean = clf.evaluate(x_in[te], y_in[te], key=k)
             ood = clf.evaluate(x_out, np.array([], int), key=k)

@@ -46,7 +46,7 @@ def _pfn_nll(pfn, xt, yt, xq, yq, chunk=250):
     out = []
     for i in range(0, xt.shape[0], chunk):
         pred = predict_batch(pfn, xt[i:i + chunk], yt[i:i + chunk], xq[i:i + chunk])
-        out.append(-np.asarray(pred.logpdf(yq[i:i + chunk])).mean(1))
+        out.append(-np.asarray(pred.log_prob(yq[i:i + chunk])).mean(1))
     return np.concatenate(out)
 
 
@@ -161,7 +161,7 @@ def blr(rows, seconds, num_datasets, n_trains):
     pfn = init(prior, key=jax.random.key(7), max_points=40, num_buckets=100, emsize=64,
                num_layers=3, num_heads=4, prior_name="blr")
     res = train(pfn, prior, key=jax.random.key(8), time_budget=seconds, batch_size=64,
-                lr=1e-3, steps_per_call=20, progress_bar=True)
+                learning_rate=1e-3, steps_per_dispatch=20, progress_bar=True)
     print(f"blr: trained {res.steps} steps in {res.seconds:.0f} s")
     for n in n_trains:
         data = prior.sample(jax.random.key(300 + n), num_datasets, n + NUM_TEST)

@@ -20,7 +20,8 @@ import time
 
 import jax
 
-from probkit.inference.pfn import init, read_header, save, train
+from probkit import read_header
+from probkit.inference.pfn import init, train
 from probkit.inference.pfn.pretrained import PRETRAINED, prior
 
 SETTINGS = {
@@ -58,9 +59,9 @@ def main(argv=None) -> None:
     k_init, k_train = jax.random.split(key)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / PRETRAINED[args.name][0]
-    if path.exists() and not args.resume:
-        path.unlink()
-        pathlib.Path(str(path) + ".opt").unlink(missing_ok=True)
+    checkpoint = path.with_suffix(".ckpt")  # training state; the weights file is written at the end
+    if checkpoint.exists() and not args.resume:
+        checkpoint.unlink(missing_ok=True)
     pfn = init(pr, key=k_init, max_points=s["max_points"], num_buckets=s["num_buckets"],
                emsize=s["emsize"], num_layers=s["num_layers"], num_heads=s["num_heads"],
                max_input_dim=pr.input_dim, standardize_y=s["standardize_y"],
@@ -69,18 +70,19 @@ def main(argv=None) -> None:
     if args.time_budget:
         s["num_steps"], s["time_budget"] = None, args.time_budget
     res = train(pfn, pr, key=k_train, num_steps=s["num_steps"], time_budget=args.time_budget,
-                batch_size=s["batch_size"], lr=s["lr"], steps_per_call=args.steps_per_call,
-                vary_input_dim=s["vary_input_dim"], checkpoint=path, checkpoint_every=2000,
+                batch_size=s["batch_size"], learning_rate=s["lr"],
+                steps_per_dispatch=args.steps_per_call,
+                vary_input_dim=s["vary_input_dim"], checkpoint=checkpoint, checkpoint_every=2000,
                 progress_bar=True)
     wall = time.perf_counter() - start
     extra = {"settings": s, "steps_done": res.steps, "wall_seconds": round(wall, 1),
              "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
              "script": "benchmarks/pfn_train.py", "final_loss": float(res.losses[-20:].mean())}
-    save(path, res.pfn, extra=extra)
-    pathlib.Path(str(path) + ".opt").unlink(missing_ok=True)
+    res.pfn.save(path, **extra)
+    checkpoint.unlink(missing_ok=True)
     log = {"name": args.name, **extra, "losses": res.losses.tolist()}
     (args.out / f"{args.name}_train_log.json").write_text(json.dumps(log))
-    print(json.dumps({k: v for k, v in read_header(path)["extra"].items()}, indent=1))
+    print(json.dumps({k: v for k, v in read_header(path)["metadata"].items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ is the best of a few repeats after compilation (2 shared cores: the best is the 
 
 Methods
 -------
-* ``probkit-kalman-scan``: :func:`probkit.inference.message_passing.log_marginal_likelihood` on
+* ``probkit-kalman-scan``: :func:`probkit.inference.kalman.log_marginal_likelihood` on
   :func:`probkit.statespace.to_lgssm` (sequential ``lax.scan``).
 * ``probkit-kalman-assoc``: the same with ``parallel=True`` (``lax.associative_scan``; on a CPU
   it is slower, it pays off on accelerators), n <= 1e4 only.
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import row, write_results  # noqa: E402
 
-from probkit.inference.message_passing import (  # noqa: E402
+from probkit.inference.kalman import (  # noqa: E402
     log_marginal_likelihood,
     rts_smoother,
 )

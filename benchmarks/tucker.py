@@ -38,11 +38,11 @@ from probkit.models import tucker
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import row, write_results  # noqa: E402
 
-CP5 = dict(rank=5, cp=True, nu=0.5, lengthscale=0.1, variance=5.0, num_epochs=150,
+CP5 = dict(rank=5, cp=True, nu=0.5, lengthscale=0.1, variance=5.0, num_steps=150,
            damping=(0.3, 0.8, 0.5), standardize=False)
-TK3 = dict(rank=3, cp=False, nu=0.5, lengthscale=0.5, variance=1.0, num_epochs=200,
+TK3 = dict(rank=3, cp=False, nu=0.5, lengthscale=0.5, variance=1.0, num_steps=200,
            damping=(0.9, 0.9, 0.95), standardize=True)
-SYN = dict(rank=1, cp=True, nu=1.5, lengthscale=0.1, variance=0.5, num_epochs=100,
+SYN = dict(rank=1, cp=True, nu=1.5, lengthscale=0.1, variance=0.5, num_steps=100,
            damping=(0.1, 0.2, 0.5), standardize=False)
 
 
@@ -53,8 +53,9 @@ def errors(pred, y):
 
 def run_funbat(xtr, ytr, xte, yte, cfg, seed=0, **over):
     t0 = time.perf_counter()
-    fitted = tucker.fit(xtr, ytr, key=jax.random.key(seed), **{**cfg, **over})
-    pred = fitted.predict(xte)
+    fam = tucker.FunBaT(**{**cfg, **over})
+    fitted = fam.fit(xtr, ytr, key=jax.random.key(seed), progress_bar=False)
+    pred = fitted.posterior(xte)
     return (*errors(pred.mean, yte), time.perf_counter() - t0)
 
 
@@ -93,7 +94,7 @@ def memory_probe(rank: int, epochs: int) -> None:
     xtr = d["fold0_tr_ind"] / (shape - 1.0)
     xte = d["fold0_te_ind"] / (shape - 1.0)
     rmse, mae, sec = run_funbat(xtr, d["fold0_tr_y"], xte, d["fold0_te_y"], TK3, rank=rank,
-                                num_epochs=epochs)
+                                num_steps=epochs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(json.dumps({"rmse": rmse, "mae": mae, "seconds": sec, "peak_rss_gb": peak}))
 
@@ -144,7 +145,7 @@ def main(argv=None):
     u = load_tensor("us_temp")
     shape = u["shape"]
     folds = [0] if quick else range(5)
-    ep = {"num_epochs": 40} if quick else {}
+    ep = {"num_steps": 40} if quick else {}
     data = []
     for f in folds:
         itr, ite = u[f"fold{f}_tr_ind"].astype(int), u[f"fold{f}_te_ind"].astype(int)

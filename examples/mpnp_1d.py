@@ -1,6 +1,6 @@
 """Predictive bands of CNP, NP and MPNP on the same 1-D contexts (one figure).
 
-Uses the shipped weights (``probkit/models/mpnp_weights``) when present, else trains tiny models
+Uses the shipped weights (``probkit/models/mpnp/weights``) when present, else trains tiny models
 for ``--train-steps`` steps (and says so). Three GP tasks (RBF, Matern-5/2 and RBF with
 Student-t noise) are drawn from the protocol prior of the Bootstrapping / Martingale-posterior NP
 papers; the figure has one row per task and one column per model.
@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from probkit.demos.mpnp import get_models  # noqa: E402
+from probkit.demos.mpnp import bands, get_models  # noqa: E402
 from probkit.models import mpnp  # noqa: E402
 
 
@@ -44,10 +44,8 @@ def main() -> None:
         xc, yc, xt, yt = x[:args.num_ctx], y[:args.num_ctx], x[args.num_ctx:], y[args.num_ctx:]
         for c, (kind, model) in enumerate(models.items()):
             pk = jax.random.fold_in(key, 200 + r)
-            both = mpnp.predict(model, xc, yc, np.concatenate([grid, xt]), key=pk)
-            pred = mpnp.MixturePredictive(both.loc[:, :200], both.scale[:, :200])
-            ll = float(np.mean(mpnp.MixturePredictive(both.loc[:, 200:], both.scale[:, 200:])
-                               .log_prob(yt)))
+            pred, at = bands(model, xc, yc, grid, xt, key=pk)
+            ll = float(np.mean(at.log_prob(yt)))
             mean, sd = np.asarray(pred.mean), np.sqrt(np.asarray(pred.variance))
             ax = axes[r, c]
             if kind != "cnp":

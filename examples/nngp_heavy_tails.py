@@ -43,17 +43,18 @@ def main():
     grid = np.linspace(-3.2, 3.2, 200)[:, None]
     key = jax.random.key(0)
     kernel = NNGP(2, "relu", weight_variance=2.0, bias_variance=0.1)
-    priors = {"Gaussian NNGP": None,
-              "Student-t process, s2 ~ IG(2, b)": dist.InverseGamma(2.0, 2.0),
-              "Burr XII scale prior (quadrature)": BurrXII(2.0, 1.0, 1.0)}
+    priors = {"Gaussian NNGP": (None, "closed_form"),
+              "Student-t process, s2 ~ IG(2, b)": (dist.InverseGamma(2.0, 2.0), "closed_form"),
+              "Burr XII scale prior (quadrature)": (BurrXII(2.0, 1.0, 1.0), "quadrature")}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
-    for ax, (name, prior) in zip(axes, priors.items(), strict=True):
-        model = nngp.fit(x, y, key=key, kernel=kernel, scale_prior=prior)
-        pred = model.predict(grid, quantiles=(0.025, 0.975))
-        test = model.predict(x_test, y_test, quantiles=(0.025, 0.975))
-        cover = np.mean((y_test > test.quantiles[0]) & (y_test < test.quantiles[1]))
-        nll = -np.mean(test.log_density)
-        ax.fill_between(grid[:, 0], pred.quantiles[0], pred.quantiles[1], alpha=0.3,
+    for ax, (name, (prior, engine)) in zip(axes, priors.items(), strict=True):
+        model = nngp.Regressor(kernel=kernel, scale_prior=prior, engine=engine).fit(x, y, key=key)
+        pred = model.predict(grid)
+        test = model.predict(x_test, full_cov=False)
+        lo, hi = test.interval(0.95)
+        cover = np.mean((y_test > lo) & (y_test < hi))
+        nll = -np.mean(test.log_prob(y_test))
+        ax.fill_between(grid[:, 0], *pred.interval(0.95), alpha=0.3,
                         label="95% predictive band")
         ax.plot(grid[:, 0], pred.mean, lw=2, label="predictive mean")
         ax.scatter(x[:, 0], y, s=10, c="k", label=f"{args.n} points (Cauchy noise)")

@@ -94,7 +94,7 @@ def main(argv=None):
     upfn = init(uprior, key=jax.random.key(2), max_points=30, num_buckets=80, emsize=48,
                 num_layers=2, num_heads=4, prior_name="blr")
     fit = train(upfn, uprior, key=jax.random.key(3), time_budget=args.seconds, batch_size=64,
-                lr=2e-3, steps_per_call=20)
+                learning_rate=2e-3, steps_per_dispatch=20)
     d = uprior.sample(jax.random.key(4), 1, 6)
     xt, yt = np.asarray(d.x[0], np.float64), np.asarray(d.y[0], np.float64)
     upred = fit.pfn.predict(xt, yt, grid)

@@ -2,12 +2,16 @@
 
 The public face of the package: it re-exports only. The work lives in ``probkit.kernels``,
 ``probkit.statespace``, ``probkit.priors``, ``probkit.distributions``, ``probkit.result``,
-``probkit.posterior``, ``probkit.inference`` (``hmc``, ``message_passing``, ``sbc``, ``pfn``),
-``probkit.models`` (``nngp``, ``tucker``, ``dkf``, ``fbnn``, ``mpnp``), ``probkit.bo`` and
-``probkit.datasets``.
+``probkit.posterior``, ``probkit.inference`` (``hmc``, ``kalman``, ``ep``, ``optimize``, ``sbc``,
+``pfn``),
+``probkit.models`` (``gp``, ``nngp``, ``tucker``, ``dkf``, ``fbnn``, ``mpnp``, ...; the family
+contract in ``probkit.models.base``), ``probkit.bo`` and ``probkit.datasets``.
+``probkit.load(path)`` reads back any saved model, network or checkpoint.
 """
 
-from probkit.result import Result
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
-__all__ = ["Result", "__version__"]
+from probkit._io import load, read_header  # noqa: E402 - _io reads __version__
+from probkit.result import Result  # noqa: E402
+
+__all__ = ["Result", "load", "read_header", "__version__"]

@@ -15,13 +15,17 @@ import numpy as np
 
 __all__ = [
     "as_array",
+    "check_choice",
     "check_finite",
     "check_key",
     "check_positive",
     "check_positive_int",
     "check_regression_data",
+    "check_rows",
     "check_same_length",
     "check_sorted",
+    "check_spd",
+    "check_square",
 ]
 
 
@@ -138,9 +142,72 @@ def check_key(name: str, key) -> jax.Array:
 
 
 def check_regression_data(x, y) -> tuple[np.ndarray, np.ndarray]:
-    """Validate regression data: finite ``x`` of shape ``(n, d)`` and ``y`` of shape ``(n,)``."""
+    """Validate regression data: finite, non-empty ``x`` of shape ``(n, d)`` and ``y`` ``(n,)``."""
     x = check_finite("x", as_array("x", x, ndim=2))
     y = check_finite("y", as_array("y", y, ndim=1))
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x, y: lengths differ (x has {x.shape[0]}, y has {y.shape[0]})")
+    if x.shape[0] == 0:
+        raise ValueError("x: empty data (0 rows); at least one observation is needed")
     return x, y
+
+
+def check_choice(name: str, value, choices: Sequence) -> object:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in tuple(choices):
+        raise ValueError(f"{name}: expected one of {sorted(map(str, choices))}, got {value!r}")
+    return value
+
+
+def check_square(name: str, value, dim: int | None = None) -> np.ndarray:
+    """Raise ``ValueError`` unless ``value`` is a finite square matrix (``(dim, dim)`` if given)."""
+    arr = as_array(name, value, ndim=2)
+    if arr.shape[0] != arr.shape[1] or (dim is not None and arr.shape[0] != dim):
+        want = f"({dim}, {dim})" if dim is not None else "a square (D, D) matrix"
+        raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains NaN or inf")
+    return arr
+
+
+def check_spd(name: str, value, dim: int | None = None) -> np.ndarray:
+    """Raise ``ValueError`` unless ``value`` is a symmetric positive definite matrix.
+
+    Symmetry is checked to a tolerance relative to the largest entry, definiteness by a
+    Cholesky factorisation; the message gives the asymmetry or the smallest eigenvalue.
+    """
+    arr = check_square(name, value, dim)
+    scale = max(1.0, float(np.max(np.abs(arr))))
+    if not np.allclose(arr, arr.T, rtol=1e-8, atol=1e-10 * scale):
+        raise ValueError(f"{name}: must be symmetric (max |{name} - {name}^T| = "
+                         f"{float(np.max(np.abs(arr - arr.T))):.3g})")
+    try:
+        np.linalg.cholesky(arr)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{name}: must be positive definite (smallest eigenvalue "
+                         f"{float(np.linalg.eigvalsh(arr)[0]):.3g})") from None
+    return arr
+
+
+def check_rows(name: str, value, *, ndim: int | Sequence[int], allow_nan_rows: bool = False
+               ) -> np.ndarray:
+    """Non-empty data with no inf; NaN only as whole rows (last axis) if ``allow_nan_rows``.
+
+    For sequences where a row of NaN marks a missing observation (a filter skips its update);
+    a partly NaN row is always an error.
+    """
+    arr = as_array(name, value, ndim=ndim)
+    if arr.size == 0:
+        raise ValueError(f"{name}: expected non-empty data, got shape {arr.shape}")
+    if np.any(np.isinf(arr)):
+        raise ValueError(f"{name}: contains inf at {int(np.sum(np.isinf(arr)))} entries")
+    nan = np.isnan(arr)
+    if not allow_nan_rows and nan.any():
+        raise ValueError(f"{name}: contains NaN at {int(nan.sum())} entries "
+                         f"(first at index {tuple(int(i) for i in np.argwhere(nan)[0])})")
+    partial = nan.any(-1) & ~nan.all(-1)
+    if partial.any():
+        idx = tuple(int(i) for i in np.argwhere(partial)[0])
+        raise ValueError(f"{name}: row {idx} is partly NaN; a missing observation must be a "
+                         "whole row of NaN (non-finite values elsewhere are not allowed)")
+    return arr

@@ -14,7 +14,7 @@ from jax.scipy.special import gammaln
 from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 
-from probkit.inference.message_passing import kalman_filter
+from probkit.inference.kalman import kalman_filter
 from probkit.statespace import as_sde, check_times, sample_lgssm, to_lgssm
 
 __all__ = ["BurrXII", "StateSpaceGP"]
@@ -109,7 +109,7 @@ class StateSpaceGP(dist.Distribution):
         \epsilon_k \sim \mathcal N(0, \sigma^2_k),
 
     i.e. :math:`y \sim \mathcal N(0, K_\theta + \mathrm{diag}(\sigma^2))`, but ``log_prob``
-    runs :func:`probkit.inference.message_passing.kalman_filter` on the state-space form of
+    runs :func:`probkit.inference.kalman.kalman_filter` on the state-space form of
     :math:`k_\theta` (:mod:`probkit.statespace`; Hartikainen & Särkkä 2010), so NUTS over
     kernel hyperparameters costs O(T) per gradient instead of O(T^3). NaN entries of the value
     are missing observations (marginalised out). ``sample`` draws from the prior exactly

@@ -34,7 +34,8 @@ import numpy as np
 __all__ = ["Result", "to_inference_data"]
 
 _GROUPS = ("posterior", "sample_stats", "log_likelihood", "posterior_predictive",
-           "observed_data")
+           "observed_data", "constant_data", "predictions", "predictions_constant_data")
+_DRAWN = ("posterior", "sample_stats", "log_likelihood", "posterior_predictive", "predictions")
 
 
 def _as_numpy_dict(d: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
@@ -57,6 +58,12 @@ class Result:
         Pointwise log-likelihood per observed site, ``(chain, draw, *obs_shape)``.
     posterior_predictive : dict of str to array, optional
         Replicated data, ``(chain, draw, *obs_shape)``.
+    constant_data : dict of str to array, optional
+        Inputs of the conditioned data (e.g. ``x``).
+    predictions : dict of str to array, optional
+        Out-of-sample predictive draws at new inputs, ``(chain, draw, *shape)``.
+    predictions_constant_data : dict of str to array, optional
+        The new inputs and any held-out outputs there (never part of ``log_likelihood``).
     attrs : dict, optional
         Metadata such as the engine name and wall times.
     """
@@ -66,12 +73,15 @@ class Result:
     observed_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     log_likelihood: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     posterior_predictive: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    constant_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    predictions_constant_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for group in _GROUPS:
             object.__setattr__(self, group, _as_numpy_dict(getattr(self, group)))
-        for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        for group in _DRAWN:
             for name, value in getattr(self, group).items():
                 if value.ndim < 2:
                     raise ValueError(f"{group}[{name!r}]: expected leading (chain, draw) "

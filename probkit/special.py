@@ -5,6 +5,9 @@ r"""Numerically stable special functions shared across floors.
   Ament et al. (2023, "Unexpected improvements to expected improvement for Bayesian
   optimization", NeurIPS, eq. 9); finite with useful gradients where :math:`h` underflows.
 * :func:`log1mexp` — :math:`\log(1 - e^a)` for :math:`a < 0` (Mächler 2012).
+* :func:`normal_logpdf` — :math:`\log N(y; \mu, \sigma^2)`, elementwise;
+* :func:`logmeanexp` — :math:`\log \frac1K \sum_k e^{a_k}` along an axis (mixtures of
+  equally weighted components).
 
 Used by the acquisition functions (:mod:`probkit.bo.acquisition`) and by the exact expected
 improvement of a PFN's bar distribution (:mod:`probkit.inference.pfn.bar`).
@@ -23,9 +26,9 @@ import math
 
 import jax.numpy as jnp
 from jax import Array
-from jax.scipy.special import erfcx, ndtr
+from jax.scipy.special import erfcx, logsumexp, ndtr
 
-__all__ = ["log_h", "log1mexp"]
+__all__ = ["log_h", "log1mexp", "normal_logpdf", "logmeanexp"]
 
 _C1 = 0.5 * math.log(2.0 * math.pi)
 _C2 = 0.5 * math.log(math.pi / 2.0)
@@ -51,3 +54,14 @@ def log_h(z: Array) -> Array:
     tail = -0.5 * z_mid**2 - _C1 - 2.0 * jnp.log(-z_mid)
     lower = jnp.where(z_mid > -1.0 / jnp.sqrt(eps), mid, tail)
     return jnp.where(z > -1.0, upper, lower)
+
+
+def normal_logpdf(y: Array, loc: Array, scale: Array) -> Array:
+    r"""Elementwise :math:`\log N(y; \mu, \sigma^2) = -\tfrac12 z^2 - \log\sigma
+    - \tfrac12\log 2\pi`, :math:`z = (y - \mu)/\sigma`."""
+    return -0.5 * ((y - loc) / scale) ** 2 - jnp.log(scale) - _C1
+
+
+def logmeanexp(a: Array, axis: int = 0) -> Array:
+    r""":math:`\log \frac1K \sum_{k=1}^K e^{a_k}` along ``axis`` (``K = a.shape[axis]``)."""
+    return logsumexp(a, axis=axis) - math.log(a.shape[axis])

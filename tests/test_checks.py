@@ -33,3 +33,33 @@ def test_keys():
     for bad in (0, np.zeros(2), np.zeros(3, np.uint32)):
         with pytest.raises(ValueError, match="^key: expected a JAX PRNG key"):
             c.check_key("key", bad)
+
+
+def test_square_spd_and_rows():
+    assert c.check_square("A", np.eye(2), 2).shape == (2, 2)
+    with pytest.raises(ValueError, match=r"^A: expected shape \(3, 3\)"):
+        c.check_square("A", np.eye(2), 3)
+    with pytest.raises(ValueError, match="^A: expected shape a square"):
+        c.check_square("A", np.ones((2, 3)))
+    with pytest.raises(ValueError, match="^A: contains NaN or inf"):
+        c.check_square("A", np.array([[1.0, np.inf], [0.0, 1.0]]))
+    assert c.check_spd("S", 2 * np.eye(3)).shape == (3, 3)
+    with pytest.raises(ValueError, match="^S: must be symmetric"):
+        c.check_spd("S", np.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="^S: must be positive definite"):
+        c.check_spd("S", np.array([[1.0, 2.0], [2.0, 1.0]]))
+    rows = np.zeros((4, 2))
+    rows[1] = np.nan                                   # a whole missing row
+    assert c.check_rows("x", rows, ndim=2, allow_nan_rows=True).shape == (4, 2)
+    with pytest.raises(ValueError, match="^x: contains NaN at 2 entries"):
+        c.check_rows("x", rows, ndim=2)
+    rows[2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^x: row \(2,\) is partly NaN"):
+        c.check_rows("x", rows, ndim=2, allow_nan_rows=True)
+    rows[3, 1] = -np.inf
+    with pytest.raises(ValueError, match="^x: contains inf"):
+        c.check_rows("x", rows, ndim=2, allow_nan_rows=True)
+    with pytest.raises(ValueError, match="^x: expected non-empty"):
+        c.check_rows("x", np.zeros((0, 2)), ndim=(2, 3))
+    with pytest.raises(ValueError, match="^x: expected an array with ndim"):
+        c.check_rows("x", np.zeros(3), ndim=(2, 3))

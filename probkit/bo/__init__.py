@@ -1,11 +1,8 @@
 """Bayesian optimisation with probkit models as surrogates.
 
-* :mod:`~probkit.bo.protocol` — the ``Surrogate`` / ``Fitted`` / ``Posterior`` protocols and the two
-  ready posteriors (joint Gaussian, ensemble of draws);
-* :mod:`~probkit.bo.gp` — exact GP surrogate (RBF/Matern, MAP hyperparameters, padded so that it
-  compiles once);
-* :mod:`~probkit.bo.surrogates` — any NumPyro regression model through the HMC engine (and further
-  families);
+* :mod:`~probkit.bo.protocol` — the ``Surrogate`` / ``Fitted`` / ``Posterior`` protocols: the
+  family contract of :mod:`probkit.models.base` (every box-input family is a surrogate; the
+  default is the exact GP, :class:`probkit.models.gp.GP`);
 * :mod:`~probkit.bo.acquisition` — log-EI (Ament et al. 2023), UCB, qLogEI, qUCB, Thompson sampling,
   and their multi-start optimisation in JAX;
 * :mod:`~probkit.bo.optimizer` — ``BayesOpt`` (ask/tell, save/resume), ``minimize``, plots;
@@ -34,14 +31,12 @@ from probkit.bo.acquisition import (
     optimize_acquisition,
 )
 from probkit.bo.functions import PROBLEMS, Problem, ackley, branin, forrester, hartmann6, levy
-from probkit.bo.gp import GP, GPFitted
 from probkit.bo.optimizer import BayesOpt, OptimizeResult, best_so_far, minimize, plot_convergence
-from probkit.bo.protocol import Fitted, GaussianPosterior, Posterior, SamplePosterior, Surrogate
-from probkit.bo.surrogates import NumPyroSurrogate, PFNSurrogate, StudentTNNGPSurrogate
+from probkit.bo.protocol import Fitted, Posterior, Surrogate
+from probkit.models.gp import GP
 
 __all__ = [
-    "Surrogate", "Fitted", "Posterior", "GaussianPosterior", "SamplePosterior",
-    "GP", "GPFitted", "NumPyroSurrogate", "StudentTNNGPSurrogate", "PFNSurrogate",
+    "Surrogate", "Fitted", "Posterior", "GP",
     "LogEI", "UCB", "QLogEI", "QUCB", "Thompson", "log_h", "log_ei", "ei", "optimize_acquisition",
     "BayesOpt", "OptimizeResult", "minimize", "best_so_far", "plot_convergence",
     "Problem", "PROBLEMS", "forrester", "branin", "hartmann6", "ackley", "levy",

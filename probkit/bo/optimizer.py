@@ -28,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -42,7 +43,7 @@ from scipy.stats import qmc
 
 from probkit._checks import as_array, check_key, check_positive_int
 from probkit.bo.acquisition import LogEI, optimize_acquisition
-from probkit.bo.gp import GP
+from probkit.models.gp import GP
 
 __all__ = ["BayesOpt", "OptimizeResult", "minimize", "best_so_far", "plot_convergence"]
 
@@ -108,7 +109,7 @@ class BayesOpt:
     n_init : int, optional
         Size of the initial scrambled-Sobol design (default ``2 d + 1``).
     surrogate : Surrogate, optional
-        Default :class:`probkit.bo.gp.GP` (Matern-5/2, MAP hyperparameters).
+        Default :class:`probkit.models.gp.GP` (Matern-5/2, MAP hyperparameters).
     acquisition : optional
         :class:`~probkit.bo.acquisition.LogEI` (default), ``UCB``, ``QLogEI``, ``QUCB``,
         ``Thompson``.
@@ -141,6 +142,9 @@ class BayesOpt:
         if not callable(getattr(self.surrogate, "fit", None)):
             raise ValueError("surrogate: expected an object with fit(x, y, *, key) "
                              f"(see probkit.bo.Surrogate), got {type(self.surrogate).__name__}")
+        # probkit families show progress bars on long fits; one per BO step would be noise.
+        params = inspect.signature(self.surrogate.fit).parameters
+        self._fit_options = {"progress_bar": False} if "progress_bar" in params else {}
         self.acquisition = LogEI() if acquisition is None else acquisition
         self.key = _typed_key(key)
         self.acq_options = dict(acq_options or {})
@@ -219,7 +223,7 @@ class BayesOpt:
         mu, sd = float(np.mean(y)), float(np.std(y))
         ys = (y - mu) / (sd if sd > 0 else 1.0)
         k_fit, k_acq = jax.random.split(key)
-        fitted = self.surrogate.fit(xu, ys, key=k_fit)
+        fitted = self.surrogate.fit(xu, ys, key=k_fit, **self._fit_options)
         i = int(np.argmin(ys))
         res = optimize_acquisition(self.acquisition, fitted, ys[i], xu[i], key=k_acq, q=n,
                                    **self.acq_options)

@@ -28,9 +28,8 @@ def demo(out: pathlib.Path, *, key) -> str:
     dynamics = dkf.fit_dynamics(z_train)
     H, Lam = dkf.fit_linear_observation(x_train, z_train)
     kf = np.asarray(dkf.kalman_decode(dynamics, H, Lam, x_test).filtered_mean)
-    model = dkf.DiscriminativeKalmanFilter(dkf.NadarayaWatson(bandwidth=0.65), dynamics=dynamics)
-    model.fit(x_train, z_train, key=key)
-    dk = np.asarray(model.filter(x_test).mean)
+    model = dkf.DKF(learner=dkf.NadarayaWatson(bandwidth=0.65)).fit(x_train, z_train, key=key)
+    dk = np.asarray(model.predict(x_test).mean)
 
     scores = {name: (dkf.nrmse(p, z_test), dkf.mean_absolute_angle(p, z_test))
               for name, p in (("Kalman", kf), ("DKF-NW", dk))}

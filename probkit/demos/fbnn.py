@@ -40,8 +40,9 @@ def demo(out: pathlib.Path, *, key) -> str:
     grid = jnp.linspace(-3, 3, 16)[:, None]
     target = GPTarget(RBF(1.0, 1.0))
     prior0 = GaussianPrior.init(2, 0.1)        # a deliberately mis-scaled N(0, 0.1^2) prior
-    fit = match_prior(prior0, net, target, grid, key=k_match, num_iters=40, num_samples=96,
-                      num_critic_steps=30, lr=0.1, measurement_points=grid)
+    fit = match_prior(prior0, net, target, grid, key=k_match, num_steps=40, num_samples=96,
+                      num_critic_steps=30, learning_rate=0.1, measurement_points=grid,
+                      progress_bar=False)
     kf, kg = jax.random.split(k_eval)
     fine = jnp.linspace(-3, 3, 100)[:, None]
     gp = target.sample(kg, grid, 1000)
@@ -56,10 +57,12 @@ def demo(out: pathlib.Path, *, key) -> str:
     k = np.asarray(RBF(1.0, 1.0)(both, both), dtype=np.float64) + 1e-6 * np.eye(len(both))
     f_all = np.linalg.cholesky(k) @ rng.normal(size=len(both))
     y, f_true = f_all[:40] + 0.1 * rng.normal(size=40), f_all[40:]
-    sghmc = dict(num_chains=2, num_burnin=600, num_samples=20, thinning=20)
-    posts = {name: FBNN((32,), "tanh", prior=pr, **sghmc).fit(x, y, key=k_post)
+    sghmc = dict(num_chains=2, num_warmup=600, num_samples=20, thinning=20)
+    posts = {name: FBNN((32,), "tanh", prior=pr, **sghmc).fit(x, y, key=k_post,
+                                                              progress_bar=False)
              for name, pr in (("initial", prior0), ("matched", fit.prior))}
-    rmse = {name: p.rmse(xg[:, None], f_true) for name, p in posts.items()}
+    rmse = {name: float(np.sqrt(np.mean((p.predict(xg[:, None]).mean - f_true) ** 2)))
+            for name, p in posts.items()}
 
     fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
     for a, f, title in ((ax[0], sample_functions(kf, prior0, net, fine, 8), "initial prior"),
@@ -69,7 +72,8 @@ def demo(out: pathlib.Path, *, key) -> str:
         a.set_title(title)
         a.set_ylim(-3.5, 3.5)
     for (name, post), color in zip(posts.items(), ("tab:gray", "tab:blue"), strict=True):
-        m, v = (np.asarray(a) for a in post.predict(xg[:, None]))
+        pred = post.predict(xg[:, None])
+        m, v = np.asarray(pred.mean), np.asarray(pred.variance)
         ax[3].fill_between(xg, m - 2 * np.sqrt(v), m + 2 * np.sqrt(v), color=color, alpha=0.2)
         ax[3].plot(xg, m, color=color, lw=1.5, label=f"{name} prior")
     ax[3].plot(xg, f_true, "k--", lw=1, label="true f")

@@ -9,13 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from probkit.models import mpnp
+from probkit.posterior import Mixture
 
 KINDS = ("cnp", "np", "mpnp")
 
 
 def get_models(*, key, quick_steps: int = 150) -> tuple[dict, str]:
-    """The shipped weights of CNP, NP and MPNP, or (when none ship) tiny models trained for
-    ``quick_steps`` steps on RBF tasks. Returns the models and a line saying which."""
+    """The shipped networks of CNP, NP and MPNP, or (when none ship) tiny networks trained for
+    ``quick_steps`` steps on RBF tasks. Returns the networks and a line saying which."""
     try:
         return {k: mpnp.load_pretrained(k) for k in KINDS}, "shipped weights (trained on RBF)"
     except FileNotFoundError:
@@ -23,13 +24,24 @@ def get_models(*, key, quick_steps: int = 150) -> tuple[dict, str]:
     prior = mpnp.bnp_prior("rbf")
     models = {}
     for i, kind in enumerate(KINDS):
-        m = mpnp.make_model(kind, key=jax.random.fold_in(key, i), dim_hid=32, dim_lat=32,
-                            **({"dim_gen": 32, "num_pseudo": 50} if kind == "mpnp" else {}))
-        models[kind], _ = mpnp.train(m, prior, key=jax.random.fold_in(key, 10 + i),
-                                     num_steps=quick_steps, batch_size=16, learning_rate=2e-3,
-                                     steps_per_call=quick_steps, progress_bar=False)
+        net = mpnp.make_network(kind, key=jax.random.fold_in(key, i), dim_hid=32, dim_lat=32,
+                                **({"dim_gen": 32, "num_pseudo": 50} if kind == "mpnp" else {}))
+        models[kind] = mpnp.train(net, prior, key=jax.random.fold_in(key, 10 + i),
+                                  num_steps=quick_steps, batch_size=16, learning_rate=2e-3,
+                                  steps_per_dispatch=quick_steps, progress_bar=False).params
     return models, (f"NO shipped weights: tiny models after a quick {quick_steps}-step training "
                     "run (expect poor fits)")
+
+
+def bands(network, x_ctx, y_ctx, grid, x_tar, *, key, num_samples: int = 50
+          ) -> tuple[Mixture, Mixture]:
+    """The network conditioned on the context (on its own scale: protocol tasks live in
+    [-2, 2]), predicting at ``grid`` and at ``x_tar`` in one call (one compile per network)."""
+    family = mpnp.NeuralProcess(weights=network, num_samples=num_samples, standardise=False)
+    both = family.fit(x_ctx, y_ctx, key=key).predict(np.concatenate([grid, x_tar]))
+    m = len(grid)
+    return (Mixture(both.loc[:, :m], both.scale[:, :m]),
+            Mixture(both.loc[:, m:], both.scale[:, m:]))
 
 
 def figure(models: dict, x_ctx, y_ctx, x_tar, y_tar, path: pathlib.Path, *, key,
@@ -45,10 +57,7 @@ def figure(models: dict, x_ctx, y_ctx, x_tar, y_tar, path: pathlib.Path, *, key,
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), sharey=True)
     scores = {}
     for ax, (kind, model) in zip(np.atleast_1d(axes), models.items(), strict=True):
-        both = mpnp.predict(model, x_ctx, y_ctx, np.concatenate([grid, x_tar]), key=key,
-                            num_samples=num_samples)  # one compile per model
-        pred = mpnp.MixturePredictive(both.loc[:, :200], both.scale[:, :200])
-        at = mpnp.MixturePredictive(both.loc[:, 200:], both.scale[:, 200:])
+        pred, at = bands(model, x_ctx, y_ctx, grid, x_tar, key=key, num_samples=num_samples)
         scores[kind] = float(jnp.mean(at.log_prob(y_tar)))
         mean, sd = np.asarray(pred.mean), np.sqrt(np.asarray(pred.variance))
         if kind != "cnp":

@@ -31,22 +31,23 @@ def demo(out: pathlib.Path, *, key) -> str:
     xt, yt = heavy_tail_data(400, seed=1)
     grid = np.linspace(-3.2, 3.2, 200)[:, None]
     kern = NNGP(2, "relu", 2.0, 0.1)
-    models = {"Gaussian NNGP": nngp.fit(x, y, key=key, kernel=kern, scale_prior=None,
-                                        num_steps=80, refine_steps=40),
-              "Student-t NNGP (IG(2, b))": nngp.fit(x, y, key=key, kernel=kern,
-                                                    scale_prior=dist.InverseGamma(2.0, 2.0),
-                                                    num_steps=80, refine_steps=40)}
+    settings = dict(kernel=kern, num_steps=80, refine_steps=40)
+    families = {"Gaussian NNGP": nngp.Regressor(scale_prior=None, **settings),
+                "Student-t NNGP (IG(2, b))": nngp.Regressor(
+                    scale_prior=dist.InverseGamma(2.0, 2.0), **settings)}
+    models = {name: fam.fit(x, y, key=key, progress_bar=False) for name, fam in families.items()}
     fig, ax = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     lines = []
     for a, (name, m) in zip(ax, models.items(), strict=True):
-        p = m.predict(grid, quantiles=(0.025, 0.975))
-        a.fill_between(grid[:, 0], p.quantiles[0], p.quantiles[1], alpha=0.3, label="95% band")
+        p = m.predict(grid)
+        lo, hi = p.interval(0.95)
+        a.fill_between(grid[:, 0], lo, hi, alpha=0.3, label="95% band")
         a.plot(grid[:, 0], p.mean, lw=2, label="mean")
         a.scatter(x[:, 0], y, s=10, c="k", label="data")
         a.set_ylim(-4, 4)
         a.set_title(name)
         a.legend(loc="upper left", fontsize=8)
-        nll = -float(np.mean(m.predict(xt, yt, quantiles=None).log_density))
+        nll = -float(np.mean(m.predict(xt, full_cov=False).log_prob(yt)))
         lines.append(f"{name}: test NLL {nll:.3f} (400 Cauchy-noise points), "
                      f"log p(y) {m.log_marginal_likelihood():.2f}")
     fig.tight_layout()

@@ -50,7 +50,7 @@ def demo(out: Path, *, key: jax.Array) -> str:
     fig.tight_layout()
     fig.savefig(out / "pfn_gp1d.png", dpi=100)
     plt.close(fig)
-    nll_pfn = -float(jnp.mean(pred.logpdf(jnp.asarray(mean))))
+    nll_pfn = -float(jnp.mean(pred.log_prob(jnp.asarray(mean))))
     rmse_mean = float(np.sqrt(np.mean((np.asarray(pred.mean) - np.asarray(mean)) ** 2)))
     return (f"shipped PFN {name!r} ({pfn.config.emsize}-wide, {pfn.config.num_layers} layers, "
             f"{pfn.config.num_buckets} buckets)\n"

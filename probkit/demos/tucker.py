@@ -10,7 +10,7 @@ from probkit.datasets import load_tensor
 from probkit.models import tucker
 
 
-def aligned_factors(fitted: tucker.TuckerFit, mode: int, coords: np.ndarray,
+def aligned_factors(fitted: tucker.CEPFitted, mode: int, coords: np.ndarray,
                     truth: np.ndarray):
     """Rank-1 factor mean and std at ``coords``, rescaled by the least-squares factor that
     matches ``truth`` there (a rank-1 CP fixes the factors only up to scale)."""
@@ -33,10 +33,10 @@ def demo(out: pathlib.Path, *, key) -> str:
     import matplotlib.pyplot as plt
 
     d = load_tensor("funbat_synthetic_r1")
-    fitted = tucker.fit(d["tr_ind_CONTI"], d["tr_y"], rank=1, cp=True, nu=1.5, lengthscale=0.1,
-                        variance=0.5, num_epochs=100, damping=(0.1, 0.2, 0.5),
-                        standardize=False, key=key)
-    pred = fitted.predict(d["te_ind_CONTI"])
+    fam = tucker.FunBaT(rank=1, cp=True, nu=1.5, lengthscale=0.1, variance=0.5, num_steps=100,
+                        damping=(0.1, 0.2, 0.5), standardize=False)
+    fitted = fam.fit(d["tr_ind_CONTI"], d["tr_y"], key=key, progress_bar=False)
+    pred = fitted.posterior(d["te_ind_CONTI"])
     rmse = float(np.sqrt(np.mean((pred.mean - d["te_y"]) ** 2)))
     mae = float(np.mean(np.abs(pred.mean - d["te_y"])))
     dense = np.linspace(-0.05, 1.05, 400)
@@ -51,7 +51,7 @@ def demo(out: pathlib.Path, *, key) -> str:
                         label="posterior +- 2 sd")
         ax.plot(dense, m, color="tab:blue", lw=1.5, label="posterior mean")
         ax.plot(dense, fn(dense), "k--", lw=1, label="true")
-        ax.plot(fitted.grids[k], np.full(len(fitted.grids[k]), ax.get_ylim()[0]), "|",
+        ax.plot(fitted.grid(k), np.full(len(fitted.grid(k)), ax.get_ylim()[0]), "|",
                 color="gray", ms=6, label="training coordinates")
         ax.set_title(f"mode {k + 1} factor u{k + 1}")
         ax.set_xlabel("coordinate")
@@ -71,7 +71,8 @@ def demo(out: pathlib.Path, *, key) -> str:
     plt.close(fig)
     return "\n".join([
         "Functional Bayesian Tucker decomposition (Fang et al. 2024), synthetic y = u1(x) u2(z)",
-        f"  FunBaT-CP rank 1, 100 CEP epochs in {fitted.seconds:.1f} s (compilation included)",
+        f"  FunBaT-CP rank 1, 100 CEP epochs in {float(fitted.seconds):.1f} s "
+        "(compilation included)",
         f"  test RMSE {rmse:.4f} (authors: about 0.004), MAE {mae:.4f}",
         f"  figure: {out / 'tucker.png'}",
     ])

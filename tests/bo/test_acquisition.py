@@ -10,7 +10,7 @@ from scipy import stats
 
 from probkit import bo
 from probkit.bo.acquisition import QLogEI, log_ei, optimize_acquisition
-from probkit.bo.protocol import GaussianPosterior
+from probkit.posterior import Gaussian
 
 
 def test_log_ei_equals_log_ei_closed_form():
@@ -27,7 +27,7 @@ def test_log_ei_equals_log_ei_closed_form():
 
 def test_qlogei_matches_analytic_log_ei_for_one_point():
     with jax.enable_x64(True):
-        post = GaussianPosterior(jnp.array([0.3]), jnp.array([[0.04]]))
+        post = Gaussian(jnp.array([0.3]), cov=jnp.array([[0.04]]))
         q = QLogEI(num_samples=20_000)(post, jnp.asarray(0.1), jax.random.key(0))
         a = log_ei(post.mean, post.variance, 0.1)[0]
     np.testing.assert_allclose(float(q), float(a), atol=0.05)
@@ -35,7 +35,7 @@ def test_qlogei_matches_analytic_log_ei_for_one_point():
 
 def test_ucb_value():
     with jax.enable_x64(True):
-        post = GaussianPosterior(jnp.array([1.0]), jnp.array([[0.25]]))
+        post = Gaussian(jnp.array([1.0]), cov=jnp.array([[0.25]]))
         v = bo.UCB(beta=4.0)(post, 0.0, jax.random.key(0))
     np.testing.assert_allclose(float(v), -1.0 + 2.0 * 0.5)
 
@@ -47,7 +47,7 @@ class _Bowl(eqx.Module):
 
     def posterior(self, x):
         mean = jnp.sum((x - self.centre) ** 2, axis=-1)
-        return GaussianPosterior(mean, 0.01 * jnp.eye(x.shape[0]))
+        return Gaussian(mean, cov=0.01 * jnp.eye(x.shape[0]))
 
 
 @pytest.mark.parametrize("acq", [bo.LogEI(), bo.QLogEI(num_samples=64)], ids=["logei", "qlogei"])

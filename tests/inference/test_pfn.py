@@ -2,7 +2,6 @@
 (exchangeable training set, independent queries), training against an exact conjugate posterior,
 checkpoint resume, save/load, the shipped weights against the exact GP, and bad input."""
 
-import importlib
 import os
 import pathlib
 import subprocess
@@ -17,6 +16,8 @@ import numpyro.distributions as dist
 import pytest
 from scipy import integrate, stats
 
+import probkit
+import probkit.models.gp
 from probkit.inference.pfn import (
     PFN,
     bar,
@@ -24,8 +25,6 @@ from probkit.inference.pfn import (
     load,
     load_pretrained,
     predict_batch,
-    read_header,
-    save,
     train,
 )
 from probkit.inference.pfn.network import attention_mask
@@ -183,8 +182,8 @@ def blr_pfn():
     prior = NumPyroPrior(_blr, input_dim=1)
     pfn = init(prior, key=jax.random.key(8), max_points=25, num_buckets=60, emsize=32,
                num_layers=2, num_heads=4)
-    res = train(pfn, prior, key=jax.random.key(9), num_steps=600, batch_size=64, lr=2e-3,
-                steps_per_call=50, progress_bar=False)
+    res = train(pfn, prior, key=jax.random.key(9), num_steps=600, batch_size=64, learning_rate=2e-3,
+                steps_per_dispatch=50, progress_bar=False)
     return prior, res
 
 
@@ -196,7 +195,7 @@ def test_training_learns_the_conjugate_posterior_predictive(blr_pfn):
     n = 8
     data = prior.sample(jax.random.key(10), 300, n + 10)
     xt, yt, xq, yq = data.x[:, :n], data.y[:, :n], data.x[:, n:], data.y[:, n:]
-    nll_pfn = -np.asarray(predict_batch(res.pfn, xt, yt, xq).logpdf(yq)).mean()
+    nll_pfn = -np.asarray(predict_batch(res.pfn, xt, yt, xq).log_prob(yq)).mean()
     xt, yt, xq, yq = (np.asarray(a, np.float64) for a in (xt, yt, xq, yq))
     nll_ex = np.mean([stats.norm.logpdf(yq[i], m, np.sqrt(v)).mean()
                       for i, (m, v) in enumerate(_blr_exact(xt[i], yt[i], xq[i])
@@ -206,39 +205,51 @@ def test_training_learns_the_conjugate_posterior_predictive(blr_pfn):
     assert nll_pfn < nll_prior - 0.4, (nll_pfn, nll_prior)
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
-    prior = GPPrior("rbf", lengthscale=0.3, noise=0.05)
+_RESUME = dict(num_steps=40, batch_size=8, steps_per_dispatch=10, checkpoint_every=10,
+               progress_bar=False)
+
+
+def _resume_setup():
+    prior = NumPyroPrior(_blr, input_dim=1)
     pfn = init(prior, key=jax.random.key(11), max_points=10, num_buckets=20, emsize=16,
-               num_layers=1, num_heads=2)
-    kw = dict(key=jax.random.key(12), num_steps=40, batch_size=8, steps_per_call=10,
-              progress_bar=False)
-    full = train(pfn, prior, **kw)
-    ck = tmp_path / "ck.pfn"
-    tr = importlib.import_module("probkit.inference.pfn.train")  # the module, not the function
+               num_layers=1, num_heads=2, num_border_datasets=500)
+    return prior, pfn
 
-    # interrupt the run right after its second checkpoint (step 20), then resume it
 
-    calls = {"n": 0}
-    real_save = tr._save_checkpoint
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    tr._save_checkpoint = save_then_stop
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(pfn, prior, checkpoint=ck, checkpoint_every=10, **kw)
-    finally:
-        tr._save_checkpoint = real_save
-    assert read_header(ck)["extra"]["step"] == 20
-    resumed = train(pfn, prior, checkpoint=ck, checkpoint_every=10, **kw)
+def test_resume_in_a_new_process_equals_uninterrupted_training(tmp_path):
+    """A run on a user's NumPyro prior is killed (os._exit, no cleanup) in a subprocess right
+    after its second checkpoint; the same call here resumes it, and the result equals an
+    uninterrupted run bit for bit. A changed prior is refused by content."""
+    ck = tmp_path / "ck.pk"
+    code = textwrap.dedent(f"""
+        import os, jax
+        from probkit import _io
+        from probkit.inference.pfn import train
+        from tests.inference.test_pfn import _RESUME, _resume_setup
+        real, calls = _io.save, []
+        def save_then_die(*args, **kwargs):
+            real(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 2:
+                os._exit(3)
+        _io.save = save_then_die
+        prior, pfn = _resume_setup()
+        train(pfn, prior, key=jax.random.key(12), checkpoint={str(ck)!r}, **_RESUME)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=pathlib.Path(__file__).parents[2], timeout=600)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert probkit.load(ck).step == 20
+    prior, pfn = _resume_setup()
+    resumed = train(pfn, prior, key=jax.random.key(12), checkpoint=ck, **_RESUME)
+    full = train(pfn, prior, key=jax.random.key(12), **_RESUME)
     assert resumed.steps == 40
     for a, b in zip(jax.tree_util.tree_leaves(full.pfn), jax.tree_util.tree_leaves(resumed.pfn),
                     strict=True):
         np.testing.assert_array_equal(a, b)
+    other = GPPrior("rbf", lengthscale=0.3, noise=0.05)
+    with pytest.raises(ValueError, match="checkpoint.*settings"):
+        train(pfn, other, key=jax.random.key(12), checkpoint=ck, **_RESUME)
 
 
 def test_data_parallel_training_matches_one_device():
@@ -251,7 +262,7 @@ def test_data_parallel_training_matches_one_device():
         pfn = init(prior, key=jax.random.key(0), max_points=10, num_buckets=20, emsize=16,
                    num_layers=1, num_heads=2)
         res = train(pfn, prior, key=jax.random.key(1), num_steps=10, batch_size=8,
-                    steps_per_call=5, progress_bar=False)
+                    steps_per_dispatch=5, progress_bar=False)
         print(len(jax.devices()), repr(res.losses.tolist()))
     """)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
@@ -264,7 +275,7 @@ def test_data_parallel_training_matches_one_device():
     prior = GPPrior("rbf", lengthscale=0.3, noise=0.05)
     pfn = init(prior, key=jax.random.key(0), max_points=10, num_buckets=20, emsize=16,
                num_layers=1, num_heads=2)
-    one = train(pfn, prior, key=jax.random.key(1), num_steps=10, batch_size=8, steps_per_call=5,
+    one = train(pfn, prior, key=jax.random.key(1), num_steps=10, batch_size=8, steps_per_dispatch=5,
                 progress_bar=False)
     np.testing.assert_allclose(eval(losses), one.losses, rtol=1e-4)
 
@@ -273,35 +284,25 @@ def test_data_parallel_training_matches_one_device():
 
 
 def test_save_load_is_bit_for_bit_and_rejects_bad_files(tiny, tmp_path):
-    path = save(tmp_path / "m.pfn", tiny, extra={"note": "test"})
+    path = tiny.save(tmp_path / "m.pfn", note="test")
     loaded = load(path)
     assert isinstance(loaded, PFN) and loaded.config == tiny.config
+    assert probkit.read_header(path)["metadata"]["note"] == "test"
     x = jnp.linspace(0, 1, 5)[:, None]
     np.testing.assert_array_equal(loaded.predict(x, x[:, 0], x).logits,
                                   tiny.predict(x, x[:, 0], x).logits)
     raw = path.read_bytes()
     (tmp_path / "cut.pfn").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ValueError, match="path.*corrupt"):
+    with pytest.raises(ValueError, match="cut.pfn.*truncated"):
         load(tmp_path / "cut.pfn")
     (tmp_path / "junk.pfn").write_bytes(b"not a model\n123")
-    with pytest.raises(ValueError, match="path.*not a probkit PFN"):
+    with pytest.raises(ValueError, match="junk.pfn.*not a probkit file"):
         load(tmp_path / "junk.pfn")
-    (tmp_path / "v9.pfn").write_bytes(raw.replace(b'"format_version": 1', b'"format_version": 9'))
-    with pytest.raises(ValueError, match="path.*version 9, expected 1"):
-        load(tmp_path / "v9.pfn")
-    with pytest.raises(ValueError, match="path: no such file"):
+    gp = probkit.models.gp.GP().fit(np.zeros((2, 1)), np.zeros(2), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="other.pk.*expected PFN"):
+        load(gp.save(tmp_path / "other.pk"))
+    with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing.pfn")
-
-
-def test_prediction_converts_to_arviz_posterior_predictive(tiny):
-    pred = tiny.predict(jnp.array([[0.2]]), jnp.array([0.3]), jnp.array([[0.1], [0.9]]))
-    res = pred.to_result(key=jax.random.key(0), num_samples=2000)
-    draws = res.posterior_predictive["y"]
-    assert draws.shape == (1, 2000, 2)
-    np.testing.assert_allclose(draws[0].mean(0), pred.mean, atol=4 * np.sqrt(pred.variance.max()
-                                                                              / 2000))
-    idata = res.to_arviz()
-    assert "posterior_predictive" in idata.groups()
 
 
 # ------------------------------------------------------------------ shipped weights
@@ -312,7 +313,7 @@ def test_shipped_gp_pfn_is_close_to_the_exact_gp():
     n = 20
     data = prior.sample(jax.random.key(13), 200, n + 10)
     xt, yt, xq, yq = data.x[:, :n], data.y[:, :n], data.x[:, n:], data.y[:, n:]
-    nll_pfn = -float(predict_batch(pfn, xt, yt, xq).logpdf(yq).mean())
+    nll_pfn = -float(predict_batch(pfn, xt, yt, xq).log_prob(yq).mean())
     mean, var = jax.vmap(prior.predictive)(xt, yt, xq)
     nll_gp = -float(jax.scipy.stats.norm.logpdf(yq, mean, jnp.sqrt(var)).mean())
     assert nll_pfn - nll_gp < 0.15, (nll_pfn, nll_gp)

@@ -9,7 +9,7 @@ replaces posterior inference. Modules:
 
 * :mod:`~probkit.inference.pfn.bar` — the bar (Riemann) distribution with half-normal tails;
 * :mod:`~probkit.inference.pfn.network` — the equinox transformer and its attention mask;
-* :mod:`~probkit.inference.pfn.model` — :class:`PFN`, :class:`BarPrediction`, save / load;
+* :mod:`~probkit.inference.pfn.model` — :class:`PFN`, :class:`BarPrediction`, load;
 * :mod:`~probkit.inference.pfn.train` — the loss and the training loop (checkpoints, resume);
 * :mod:`~probkit.inference.pfn.pretrained` — the weights shipped with probkit.
 
@@ -23,17 +23,9 @@ Examples
 (2, 1)
 """
 
-from probkit.inference.pfn.model import (
-    PFN,
-    BarPrediction,
-    PFNConfig,
-    load,
-    predict_batch,
-    read_header,
-    save,
-)
+from probkit.inference.pfn.model import PFN, BarPrediction, PFNConfig, load, predict_batch
 from probkit.inference.pfn.pretrained import PRETRAINED, load_pretrained
 from probkit.inference.pfn.train import TrainResult, batch_loss, init, train
 
 __all__ = ["PFN", "PFNConfig", "BarPrediction", "init", "train", "batch_loss", "TrainResult",
-           "save", "load", "read_header", "predict_batch", "load_pretrained", "PRETRAINED"]
+           "load", "predict_batch", "load_pretrained", "PRETRAINED"]

@@ -15,8 +15,9 @@ Normalisation (applied identically in training and prediction):
   with a known output scale, which per-dataset standardisation would hide from the network).
   Densities are mapped back with the Jacobian :math:`1/\text{scale}`.
 
-Files: one JSON header line (format name, version, the config) followed by
-:func:`equinox.tree_serialise_leaves` bytes. A reloaded model predicts bit-for-bit the same.
+Files: the one probkit format (:mod:`probkit._io`: a JSON header with the configuration and the
+training metadata, then :func:`equinox.tree_serialise_leaves` bytes); ``pfn.save(path, **meta)``
+and ``probkit.load(path)``. A reloaded model predicts bit-for-bit the same.
 
 Examples
 --------
@@ -32,10 +33,7 @@ True
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import pathlib
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -43,15 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from probkit._checks import as_array, check_key, check_positive_int, check_same_length
+from probkit import _io
+from probkit._checks import as_array, check_same_length
 from probkit.inference.pfn import bar
 from probkit.inference.pfn.network import Transformer
+from probkit.posterior import Predictive, _numerics
 
-__all__ = ["PFNConfig", "PFN", "BarPrediction", "ConditionedPFN", "predict_batch", "save",
-           "load", "read_header", "FORMAT", "FORMAT_VERSION"]
-
-FORMAT = "probkit-pfn"
-FORMAT_VERSION = 1
+__all__ = ["PFNConfig", "PFN", "BarPrediction", "ConditionedPFN", "predict_batch", "load"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,37 +93,49 @@ class PFNConfig:
         return self.max_points - 1
 
 
-class BarPrediction(eqx.Module):
+class BarPrediction(Predictive):
     """Posterior predictive of ``y`` at ``m`` test inputs (bar distributions in original units).
 
-    Satisfies the BO ``Posterior`` protocol (``mean``, ``variance``, ``sample``); samples are
-    independent across test points (a PFN predicts marginals).
+    A NumPyro distribution with batch shape ``logits.shape[:-1]`` (``(m,)`` for one dataset):
+    exact ``log_prob``, ``cdf``, ``icdf`` (the bar quantile), ``mean``, ``variance``, samples
+    independent across test points (a PFN predicts marginals), and the exact
+    ``log_expected_improvement`` that :class:`probkit.bo.LogEI` uses.
     """
 
-    logits: Array  # (..., m, num_buckets)
-    borders: Array  # (num_buckets + 1,)
-    loc: Array  # (..., 1): output normalisation, broadcasting over the m test points
-    scale: Array  # (..., 1)
+    arg_constraints = {}
+    pytree_data_fields = ("logits", "borders", "loc", "scale")
 
-    def logpdf(self, y: Array) -> Array:
-        """Log predictive density of ``y`` ``(m,)`` (or broadcastable)."""
-        z = (jnp.asarray(y) - self.loc) / self.scale
+    def __init__(self, logits, borders, loc, scale):
+        self.logits = jnp.asarray(logits)  # (..., m, num_buckets)
+        self.borders = jnp.asarray(borders)  # (num_buckets + 1,)
+        self.loc = jnp.asarray(loc)  # (..., 1): output normalisation over the m test points
+        self.scale = jnp.asarray(scale)
+        self._init(self.logits.shape[:-1])
+
+    @_numerics
+    def log_prob(self, value) -> Array:
+        """Log predictive density of ``value`` ``(m,)`` (or broadcastable)."""
+        z = (jnp.asarray(value) - self.loc) / self.scale
         return bar.logpdf(self.logits, self.borders, z) - jnp.log(self.scale)
 
-    def cdf(self, y: Array) -> Array:
-        """Predictive CDF at ``y``."""
-        return bar.cdf(self.logits, self.borders, (jnp.asarray(y) - self.loc) / self.scale)
+    @_numerics
+    def cdf(self, value) -> Array:
+        """Predictive CDF at ``value``."""
+        return bar.cdf(self.logits, self.borders, (jnp.asarray(value) - self.loc) / self.scale)
 
     @property
+    @_numerics
     def mean(self) -> Array:
         """Predictive mean ``(m,)``."""
         return self.loc + self.scale * bar.mean(self.logits, self.borders)
 
     @property
+    @_numerics
     def variance(self) -> Array:
         """Predictive variance ``(m,)``."""
         return self.scale**2 * bar.variance(self.logits, self.borders)
 
+    @_numerics
     def log_expected_improvement(self, best) -> Array:
         """Exact log expected improvement below ``best`` ``(m,)`` of the bar distributions
         (:func:`probkit.inference.pfn.bar.log_expected_improvement`); :class:`probkit.bo.LogEI`
@@ -135,25 +143,25 @@ class BarPrediction(eqx.Module):
         z = (jnp.asarray(best) - self.loc) / self.scale
         return bar.log_expected_improvement(self.logits, self.borders, z) + jnp.log(self.scale)
 
-    def quantile(self, q) -> Array:
-        """Quantiles: ``q`` scalar gives ``(m,)``; ``q`` of shape ``(r,)`` gives ``(r, m)``."""
+    @_numerics
+    def icdf(self, q) -> Array:
+        """Quantile at probability ``q`` (scalar: ``(m,)``)."""
         q = jnp.asarray(q)
+        return self.loc + self.scale * bar.quantile(self.logits, self.borders, q)
+
+    def quantile(self, probs) -> Array:
+        """Quantiles: scalar ``probs`` gives ``(m,)``; ``probs`` ``(r,)`` gives ``(r, m)``."""
+        q = jnp.asarray(probs)
         qq = q[..., None] if q.ndim else q
         return self.loc + self.scale * bar.quantile(self.logits, self.borders, qq)
 
-    def sample(self, key: Array, num_samples: int) -> Array:
-        """Draws ``(num_samples, m)``, independent over test points."""
-        return self.loc + self.scale * bar.sample(key, self.logits, self.borders, num_samples)
-
-    def to_result(self, *, key: Array, num_samples: int = 1000):
-        """A :class:`probkit.Result` with ``num_samples`` draws as its ``posterior_predictive``
-        group (one chain); ``.to_arviz()`` converts it."""
-        from probkit.result import Result
-
-        key = check_key("key", key)
-        draws = np.asarray(self.sample(key, check_positive_int("num_samples", num_samples)))
-        return Result(posterior={}, posterior_predictive={"y": draws[None]},
-                      attrs={"inference_library": "probkit.pfn"})
+    @_numerics
+    def sample(self, key, sample_shape=()) -> Array:
+        """Draws ``sample_shape + (m,)``, independent over test points."""
+        shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        num = int(np.prod(shape)) if shape else 1
+        draws = self.loc + self.scale * bar.sample(key, self.logits, self.borders, num)
+        return draws.reshape(shape + draws.shape[1:])
 
 
 def _map_x(cfg: PFNConfig, x: Array, input_dim: Array) -> Array:
@@ -169,7 +177,7 @@ class ConditionedPFN(eqx.Module):
     reuse this encoding: ``predict(x_test)`` costs only the queries' own passes. Fixed shapes
     (the training set is padded to the network's capacity), so a jitted function taking it as an
     argument compiles once; it is the fitted object of the BO surrogate
-    (:class:`probkit.bo.PFNSurrogate`).
+    (:class:`probkit.models.pfn.Regressor`).
     """
 
     pfn: PFN
@@ -262,6 +270,11 @@ class PFN(eqx.Module):
     net: Transformer
     borders: Array
     config: PFNConfig = eqx.field(static=True)
+
+    def save(self, path, **metadata) -> pathlib.Path:
+        """Save to ``path`` (:mod:`probkit._io`); ``metadata`` (JSON) goes into the header —
+        training settings, seed, device, wall time. Read it with :func:`probkit.read_header`."""
+        return _io.save(path, self, metadata=metadata)
 
     def check_data(self, x_train, y_train, x_test=None):
         """Validate a prediction's inputs against what the network was trained for.
@@ -361,56 +374,7 @@ def build(config: PFNConfig, borders, *, key: Array) -> PFN:
     return PFN(net, borders, config)
 
 
-def _header(pfn: PFN, extra: dict[str, Any] | None) -> dict[str, Any]:
-    from probkit import __version__
-
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "probkit_version": __version__,
-            "config": dataclasses.asdict(pfn.config), "extra": extra or {}}
-
-
-def save(path, pfn: PFN, *, extra: dict[str, Any] | None = None) -> pathlib.Path:
-    """Write ``pfn`` to ``path`` (JSON header line + equinox leaves); ``extra`` is stored in the
-    header (training settings, seed, wall time)."""
-    path = pathlib.Path(path)
-    buf = io.BytesIO()
-    eqx.tree_serialise_leaves(buf, pfn)
-    path.write_bytes(json.dumps(_header(pfn, extra)).encode() + b"\n" + buf.getvalue())
-    return path
-
-
-def read_header(path) -> dict[str, Any]:
-    """The JSON header of a saved PFN (raises ``ValueError`` naming ``path`` if it is not one)."""
-    return _split(path)[0]
-
-
-def _split(path) -> tuple[dict[str, Any], bytes]:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"path: no such file {str(path)!r}")
-    raw = path.read_bytes()
-    head, sep, body = raw.partition(b"\n")
-    try:
-        header = json.loads(head.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        header = None
-    if not sep or not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"path: {str(path)!r} is not a probkit PFN file (expected a JSON header "
-                         f"line with format {FORMAT!r})")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"path: {str(path)!r} has PFN format version "
-                         f"{header.get('format_version')!r}, expected {FORMAT_VERSION}")
-    return header, body
-
-
 def load(path) -> PFN:
-    """Load a PFN written by :func:`save` (bit-for-bit the same predictions)."""
-    header, body = _split(path)
-    cfg = dict(header["config"])
-    cfg["x_bounds"] = tuple(cfg["x_bounds"])
-    try:
-        config = PFNConfig(**cfg)
-        skeleton = build(config, jnp.zeros(config.num_buckets + 1), key=jax.random.key(0))
-        return eqx.tree_deserialise_leaves(io.BytesIO(body), skeleton)
-    except (TypeError, ValueError, RuntimeError, EOFError) as err:
-        raise ValueError(f"path: {str(path)!r} is corrupt or does not match its header "
-                         f"(expected a PFN with config {cfg}): {err}") from err
+    """Load a PFN saved by :meth:`PFN.save` (bit-for-bit the same predictions); a file of another
+    class, a damaged one or one of a newer format raises a ``ValueError`` naming ``path``."""
+    return _io.load(path, expected=PFN)

@@ -3,7 +3,7 @@
 Each entry of :data:`PRETRAINED` names a file in ``probkit/inference/pfn/weights/`` and the prior
 (:func:`prior`) it learned; ``benchmarks/pfn_train.py`` is the script that produced them (its
 settings, seed and wall time are stored in each file's header:
-:func:`probkit.inference.pfn.read_header`).
+:func:`probkit.read_header`).
 
 * ``gp1d-rbf`` — 1-D GP, RBF kernel, lengthscale 0.2, output variance 1, noise variance 0.01,
   inputs in [0, 1] (the fixed-hyperparameter benchmark against the exact GP);

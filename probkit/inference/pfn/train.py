@@ -11,9 +11,10 @@ whose minimiser is the posterior predictive of the prior. Each step draws ``batc
 datasets of ``max_points`` points inside the compiled step (no host round trip), one training
 size ``n`` per batch from :math:`\{0, \dots, N-1\}` with weights :math:`\propto 1/(N - n)` (so
 every ``n`` contributes equally many query points), passed as a traced integer. Adam with linear
-warm-up and cosine decay (:func:`learning_rate`),
-gradient clipping at norm 1. Several steps run per dispatch inside
-``lax.scan``; the batch is sharded over ``jax.devices()`` (data parallel; a no-op on one device).
+warm-up and cosine decay (:class:`probkit.inference.optimize.WarmupCosine`), gradient clipping at
+norm 1, through the package's one training loop (:func:`probkit.inference.optimize.run`). Several
+steps run per dispatch inside ``lax.scan``; the batch is sharded over ``jax.devices()`` (data
+parallel; a no-op on one device).
 
 With ``vary_input_dim=True`` each dataset draws its dimension ``d`` from ``1..max_input_dim``:
 the unused input columns are held at the lower bound of the box, so a GP prior with ARD kernels
@@ -23,10 +24,8 @@ is exactly a GP on the active columns, and the network sees them as zero-padded 
 from __future__ import annotations
 
 import pathlib
-import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,12 +33,14 @@ import optax
 from jax import Array
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from probkit._checks import check_key, check_positive, check_positive_int
+from probkit import _io
+from probkit._checks import check_key, check_positive_int
+from probkit.inference import optimize
 from probkit.inference.pfn import bar
-from probkit.inference.pfn.model import PFN, PFNConfig, _predict, build, load, save
+from probkit.inference.pfn.model import PFN, PFNConfig, _predict, build
 from probkit.priors import Prior
 
-__all__ = ["init", "train", "batch_loss", "TrainResult", "train_size_weights", "learning_rate"]
+__all__ = ["init", "train", "batch_loss", "TrainResult", "train_size_weights", "TRANSFORM"]
 
 
 class TrainResult(NamedTuple):
@@ -117,7 +118,7 @@ def init(prior: Prior, *, key: Array, max_points: int = 60, num_buckets: int = 1
                        num_layers=num_layers, num_heads=num_heads, ff_factor=ff_factor,
                        x_bounds=tuple(float(b) for b in prior.bounds),
                        standardize_y=standardize_y, y_loc=y_loc, y_scale=y_scale,
-                       prior=prior_name or repr(prior))
+                       prior=prior_name or type(prior).__name__)
     return build(config, borders, key=kn)
 
 
@@ -155,22 +156,20 @@ def batch_loss(pfn: PFN, prior: Prior, key: Array, batch_size: int,
     return jnp.sum(jnp.where(query, nll, 0.0)) / (batch_size * jnp.sum(query))
 
 
-def learning_rate(step: Array, total: Array, peak: float, warmup: Array) -> Array:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``peak / 100`` at
-    ``total``. ``total`` is traced, so a time budget can move it without recompiling."""
-    step = jnp.asarray(step, jnp.float32)
-    warm = peak * step / jnp.maximum(warmup, 1)
-    frac = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1), 0.0, 1.0)
-    cos = peak * (0.01 + 0.99 * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
-    return jnp.where(step < warmup, warm, cos)
+#: Adam on gradients clipped at global norm 1 (the learning rate is applied by the schedule).
+TRANSFORM = optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam())
+
+
+def _loss(pfn: PFN, key: Array, prior: Prior, batch_size: int, vary_input_dim: bool) -> Array:
+    return batch_loss(pfn, prior, key, batch_size, vary_input_dim)
 
 
 def train(pfn: PFN, prior: Prior, *, key: Array, num_steps: int | None = None,
-          time_budget: float | None = None, batch_size: int = 64, lr: float = 1e-3,
-          warmup_steps: int | None = None, steps_per_call: int = 25,
+          time_budget: float | None = None, batch_size: int = 64, learning_rate: float = 1e-3,
+          warmup_steps: int | None = None, steps_per_dispatch: int = 25,
           vary_input_dim: bool = False, checkpoint: str | pathlib.Path | None = None,
           checkpoint_every: int = 1000, progress_bar: bool = True) -> TrainResult:
-    """Train ``pfn`` on datasets from ``prior``.
+    """Train ``pfn`` on datasets from ``prior`` (through :func:`probkit.inference.optimize.run`).
 
     Parameters
     ----------
@@ -188,18 +187,20 @@ def train(pfn: PFN, prior: Prior, *, key: Array, num_steps: int | None = None,
         when the time does. Not reproducible step for step (it depends on the machine's speed).
     batch_size : int
         Datasets per step.
-    lr : float
-        Peak learning rate (Adam; warm-up, then cosine decay to ``lr / 100``).
+    learning_rate : float
+        Peak learning rate (Adam on gradients clipped at norm 1; linear warm-up, then cosine decay
+        to ``learning_rate / 100``: :class:`probkit.inference.optimize.WarmupCosine`).
     warmup_steps : int, optional
         Linear warm-up (default 5% of the steps).
-    steps_per_call : int
+    steps_per_dispatch : int
         Steps compiled into one dispatch (``lax.scan``).
     vary_input_dim : bool
         Draw each dataset's dimension in ``1..max_input_dim`` (see module notes).
     checkpoint : path, optional
-        Where to save every ``checkpoint_every`` steps and at the end (``path`` is a loadable
-        PFN file; ``path + ".opt"`` holds the optimiser state). If it exists, training resumes
-        from it.
+        Where to save every ``checkpoint_every`` steps and at the end (one :mod:`probkit._io`
+        file: network, optimiser state, step, key). If it exists, training resumes from it, in a
+        new process too; the settings and the prior are compared by content (the prior's
+        :func:`probkit._io.fingerprint`), so a changed prior is refused.
     checkpoint_every : int
         Steps between checkpoints.
     progress_bar : bool
@@ -210,101 +211,17 @@ def train(pfn: PFN, prior: Prior, *, key: Array, num_steps: int | None = None,
     TrainResult
         The trained PFN, loss per dispatch, steps done, seconds.
     """
-    key = check_key("key", key)
-    if (num_steps is None) == (time_budget is None):
-        raise ValueError("num_steps: give exactly one of num_steps and time_budget")
-    if num_steps is not None:
-        num_steps = check_positive_int("num_steps", num_steps)
-    else:
-        check_positive("time_budget", time_budget)
     batch_size = check_positive_int("batch_size", batch_size)
-    steps_per_call = check_positive_int("steps_per_call", steps_per_call)
-    check_positive("lr", lr)
     if prior.input_dim > pfn.config.max_input_dim:
         raise ValueError(f"prior: input_dim {prior.input_dim} exceeds the PFN's max_input_dim "
                          f"{pfn.config.max_input_dim}")
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam())
-    params, static = eqx.partition(pfn, eqx.is_inexact_array)
-    opt_state = opt.init(params)
-    step = 0
-    settings = {"num_steps": num_steps, "time_budget": time_budget, "batch_size": batch_size,
-                "lr": lr, "warmup_steps": warmup_steps, "vary_input_dim": vary_input_dim}
-    if checkpoint is not None and pathlib.Path(checkpoint).is_file():
-        pfn, opt_state, step, key = _load_checkpoint(checkpoint, opt_state, settings)
-        params, static = eqx.partition(pfn, eqx.is_inexact_array)
-
-    def one_step(carry, _, total, warmup):
-        p, s, k, i = carry
-        k, sub = jax.random.split(k)
-        loss, grads = eqx.filter_value_and_grad(
-            lambda q: batch_loss(eqx.combine(q, static), prior, sub, batch_size, vary_input_dim)
-        )(p)
-        updates, s = opt.update(grads, s, p)
-        rate = learning_rate(i, total, lr, warmup)
-        updates = jax.tree_util.tree_map(lambda u: -rate * u, updates)
-        return (eqx.apply_updates(p, updates), s, k, i + 1), loss
-
-    @jax.jit
-    def chunk(p, s, k, i, total, warmup):
-        (p, s, k, _), losses = jax.lax.scan(
-            lambda c, x: one_step(c, x, total, warmup), (p, s, k, i), None, length=steps_per_call)
-        return p, s, k, jnp.mean(losses)
-
-    total = num_steps if num_steps is not None else 10**9
-    bar_ = None
-    if progress_bar:
-        from tqdm.auto import tqdm
-
-        bar_ = tqdm(total=num_steps, initial=step, desc="PFN training", unit="step")
-    losses, start, last_ckpt = [], time.perf_counter(), step
-    timed_start, timed_steps = None, 0
-    try:
-        while step < total:
-            warmup = warmup_steps if warmup_steps is not None else max(total // 20, 1)
-            params, opt_state, key, loss = chunk(params, opt_state, key, step, total, warmup)
-            step += steps_per_call
-            losses.append(float(loss))
-            if time_budget is not None:
-                now = time.perf_counter()
-                if timed_start is None:  # the first dispatch includes compilation
-                    timed_start, timed_steps = now, step
-                elif len(losses) % 5 == 0 or total == 10**9:
-                    rate = (step - timed_steps) / max(now - timed_start, 1e-9)
-                    remaining = time_budget - (now - start)
-                    total = step + max(int(rate * remaining), 0) if step > timed_steps else total
-            if bar_ is not None:
-                bar_.update(steps_per_call)
-                bar_.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-            if checkpoint is not None and step - last_ckpt >= checkpoint_every:
-                _save_checkpoint(checkpoint, eqx.combine(params, static), opt_state, step, key,
-                                 settings)
-                last_ckpt = step
-    finally:
-        if bar_ is not None:
-            bar_.close()
-    pfn = eqx.combine(params, static)
-    if checkpoint is not None and last_ckpt != step:
-        _save_checkpoint(checkpoint, pfn, opt_state, step, key, settings)
-    return TrainResult(pfn, np.asarray(losses), step, time.perf_counter() - start)
-
-
-def _save_checkpoint(path, pfn: PFN, opt_state, step: int, key: Array,
-                     settings: dict[str, Any]) -> None:
-    path = pathlib.Path(path)
-    save(path, pfn, extra={"step": step, "key": np.asarray(jax.random.key_data(key)).tolist(),
-                           "settings": settings})
-    eqx.tree_serialise_leaves(str(path) + ".opt", opt_state)
-
-
-def _load_checkpoint(path, opt_template, settings: dict[str, Any]):
-    from probkit.inference.pfn.model import read_header
-
-    header = read_header(path)
-    saved = header["extra"].get("settings", {})
-    if saved != settings:
-        raise ValueError(f"checkpoint: {str(path)!r} was written with settings {saved}, "
-                         f"resuming with {settings}")
-    pfn = load(path)
-    opt_state = eqx.tree_deserialise_leaves(str(path) + ".opt", opt_template)
-    key = jax.random.wrap_key_data(jnp.asarray(header["extra"]["key"], jnp.uint32))
-    return pfn, opt_state, int(header["extra"]["step"]), key
+    schedule = optimize.WarmupCosine(learning_rate, warmup_steps=warmup_steps)
+    settings = {"batch_size": batch_size, "learning_rate": learning_rate,
+                "warmup_steps": warmup_steps, "vary_input_dim": vary_input_dim,
+                "prior": _io.fingerprint(prior)}
+    out = optimize.run(_loss, pfn, key=key, args=(prior, batch_size, vary_input_dim),
+                       num_steps=num_steps, time_budget=time_budget, learning_rate=schedule,
+                       transform=TRANSFORM, steps_per_dispatch=steps_per_dispatch,
+                       progress_bar=progress_bar, desc="PFN training", checkpoint=checkpoint,
+                       checkpoint_every=checkpoint_every, settings=settings)
+    return TrainResult(out.params, out.losses, out.steps, out.seconds)

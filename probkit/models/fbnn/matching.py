@@ -11,8 +11,9 @@ The hyperparameters :math:`\psi` of a weight prior are chosen by
 
 (Kantorovich-Rubinstein duality), where :math:`X_M` is a random set of :math:`M` measurement
 points (by default 70% training inputs and 30% uniform in their bounding box). The dual is
-estimated with a critic MLP :math:`\phi: \mathbb{R}^M \to \mathbb{R}` (``M -> 200 -> 200 -> 1``,
-softplus) trained, freshly initialised at every outer iteration, by minimising
+estimated with a critic :math:`\phi: \mathbb{R}^M \to \mathbb{R}` (an :class:`equinox.nn.MLP`,
+``M -> 200 -> 200 -> 1``, softplus) trained, freshly initialised at every outer iteration, by
+minimising
 
 .. math::
 
@@ -23,8 +24,10 @@ softplus) trained, freshly initialised at every outer iteration, by minimising
 (gradient penalty of Gulrajani et al. 2017) with Adam (the official code: Adagrad; see
 :func:`fit_critic`). The prior step then descends
 :math:`\overline{\phi(f_{BNN}(\psi))} - \overline{\phi(f_{GP})}` in :math:`\psi` with RMSprop,
-differentiating reparameterised BNN draws. The inner critic loop is one ``lax.scan`` and the
-whole outer step is one jitted function.
+differentiating reparameterised BNN draws. The outer loop is
+:func:`probkit.inference.optimize.run` (the package's one training loop); the inner critic loop,
+which runs inside the outer loss, is one ``lax.scan``. Target functions are drawn by
+:class:`probkit.priors.GPPrior`.
 
 :func:`marginal_wasserstein` and :func:`sliced_wasserstein` compute exact 1-D Wasserstein
 distances between samples, an independent check of the critic's estimate.
@@ -39,8 +42,8 @@ Examples
 >>> net = mlp_template(1, (20,), "tanh")
 >>> x = jnp.linspace(-3, 3, 20)[:, None]
 >>> fit = match_prior(GaussianPrior.init(2), net, GPTarget(RBF(1.0, 1.0)), x,
-...                   key=jax.random.key(0), num_iters=3, num_critic_steps=5,
-...                   num_samples=16, measurement_points=x)
+...                   key=jax.random.key(0), num_steps=3, num_critic_steps=5,
+...                   num_samples=16, measurement_points=x, progress_bar=False)
 >>> fit.distances.shape
 (3,)
 """
@@ -55,16 +58,26 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 import optax
 from jax import Array
 
-from probkit._checks import as_array, check_finite, check_key, check_positive, check_positive_int
-from probkit.kernels import Kernel
+from probkit._checks import (
+    as_array,
+    check_choice,
+    check_finite,
+    check_key,
+    check_positive,
+    check_positive_int,
+)
+from probkit.inference import optimize
+from probkit.kernels import Kernel, Periodic, Stationary
 from probkit.models.fbnn.network import MLP
+from probkit.priors import GPPrior
 
-__all__ = ["GPTarget", "check_kernel", "critic_init", "critic_apply", "fit_critic",
-           "critic_wasserstein", "measurement_set", "sample_functions", "PriorFit",
-           "match_prior", "marginal_wasserstein", "sliced_wasserstein"]
+__all__ = ["GPTarget", "check_kernel", "critic_init", "fit_critic", "critic_wasserstein",
+           "measurement_set", "sample_functions", "PriorFit", "MatchingLoss", "match_prior",
+           "marginal_wasserstein", "sliced_wasserstein"]
 
 _POSITIVE = ("lengthscale", "variance", "weight_variance")
 _NONNEGATIVE = ("bias_variance",)
@@ -87,22 +100,48 @@ def check_kernel(kernel, name: str = "kernel") -> Kernel:
     return kernel
 
 
+def _content(value):
+    """A hashable description of a hyperparameter: the number, or a distribution's class and
+    parameters (so equal targets built apart compare equal)."""
+    if isinstance(value, dist.Distribution):
+        return (type(value).__qualname__,) + tuple(
+            (k, tuple(np.ravel(np.asarray(getattr(value, k))).tolist()))
+            for k in sorted(value.arg_constraints))
+    return value
+
+
+_GP_PRIORS: dict = {}
+
+
+def _gp_prior(kernel_cls, hyper: dict, noise: float, input_dim: int) -> GPPrior:
+    """One :class:`GPPrior` per content: targets that describe the same GP share it, so the
+    compiled matching step (which treats it as a constant) is reused."""
+    key = (kernel_cls, tuple((k, _content(v)) for k, v in sorted(hyper.items())), noise,
+           input_dim)
+    if key not in _GP_PRIORS:
+        _GP_PRIORS[key] = GPPrior(kernel_cls, **hyper, noise=noise, input_dim=input_dim)
+    return _GP_PRIORS[key]
+
+
 class GPTarget(eqx.Module):
     r"""A GP prior :math:`f \sim GP(0, k)` to match, optionally with hyperpriors.
 
-    With ``hyperpriors`` (a dict mapping kernel attributes such as ``"lengthscale"`` and
-    ``"variance"`` to NumPyro distributions) the hyperparameters are re-drawn for every function
-    sample, so the target is the hierarchical GP (as in the paper's UCI experiments). Draws use
-    ``chol(K + jitter * mean(diag K) * I)`` in the inputs' dtype.
+    Function draws come from :class:`probkit.priors.GPPrior` (the package's GP function
+    sampler). With ``hyperpriors`` (a dict mapping ``"lengthscale"``, ``"variance"`` or
+    ``"period"`` to NumPyro distributions) the hyperparameters are re-drawn for every function
+    sample, so the target is the hierarchical GP (as in the paper's UCI experiments; a
+    lengthscale hyperprior is drawn once per input dimension of the kernel's lengthscale).
 
     Parameters
     ----------
     kernel : probkit.kernels.Kernel
+        A stationary kernel (RBF, Matern) or ``Periodic``, with one lengthscale value (a scalar,
+        or the same value in every input dimension).
     hyperpriors : dict, optional
     noise_var : float
         Variance of white noise added to the draws (0: latent function).
     jitter : float
-        Relative diagonal jitter of the Cholesky factorisation.
+        Diagonal jitter relative to the kernel variance (added to ``noise_var``).
 
     Examples
     --------
@@ -114,74 +153,72 @@ class GPTarget(eqx.Module):
     """
 
     kernel: Kernel
-    hyperpriors: dict | None = eqx.field(static=True, default=None)
-    noise_var: float = eqx.field(static=True, default=0.0)
-    jitter: float = eqx.field(static=True, default=1e-4)
+    hyperpriors: dict | None
+    noise_var: float = eqx.field(static=True)
+    jitter: float = eqx.field(static=True)
+    prior: GPPrior = eqx.field(static=True)
 
-    def __check_init__(self):
-        check_kernel(self.kernel)
-        if self.hyperpriors is not None:
-            for attr in self.hyperpriors:
-                if not hasattr(self.kernel, attr):
-                    raise ValueError(f"hyperpriors: kernel has no hyperparameter {attr!r}")
-        check_positive("noise_var", self.noise_var, allow_zero=True)
-
-    def _draw(self, key: Array, x: Array, kernel: Kernel, num: int) -> Array:
-        K = kernel(x, x)
-        m = x.shape[0]
-        jit = self.jitter * jnp.mean(jnp.diagonal(K)) + self.noise_var
-        L = jnp.linalg.cholesky(K + jit * jnp.eye(m, dtype=K.dtype))
-        eps = jax.random.normal(key, (num, m), dtype=K.dtype)
-        return eps @ L.T
+    def __init__(self, kernel: Kernel, hyperpriors: dict | None = None, noise_var: float = 0.0,
+                 jitter: float = 1e-4):
+        check_kernel(kernel)
+        if not isinstance(kernel, Stationary | Periodic):
+            raise ValueError(f"kernel: expected a stationary or periodic kernel with a "
+                             f"lengthscale and a variance, got {type(kernel).__name__}")
+        names = ("lengthscale", "variance") + (("period",) if isinstance(kernel, Periodic)
+                                               else ())
+        for attr in hyperpriors or {}:
+            if attr not in names:
+                raise ValueError(f"hyperpriors: kernel has no hyperparameter {attr!r}")
+        check_positive("noise_var", noise_var, allow_zero=True)
+        check_positive("jitter", jitter, allow_zero=True)
+        ls = np.ravel(np.asarray(kernel.lengthscale, dtype=np.float64))
+        if not np.all(ls == ls[0]):
+            raise ValueError("kernel: GPTarget draws through probkit.priors.GPPrior, which takes "
+                             f"one lengthscale value; got {ls.tolist()}")
+        hyper = {nm: (hyperpriors or {}).get(nm, float(np.ravel(getattr(kernel, nm))[0]))
+                 for nm in names}
+        base_var = float(np.ravel(np.asarray(kernel.variance))[0])
+        self.kernel = kernel
+        self.hyperpriors = hyperpriors
+        self.noise_var = float(noise_var)
+        self.jitter = float(jitter)
+        self.prior = _gp_prior(type(kernel), hyper, self.noise_var + self.jitter * base_var,
+                               int(ls.size))
 
     def sample(self, key: Array, x: Array, num: int) -> Array:
         """``num`` function draws at ``x`` ``(M, d)``: shape ``(num, M)``."""
-        if not self.hyperpriors:
-            return self._draw(key, x, self.kernel, num)
-        names = tuple(self.hyperpriors)
-
-        def one(k):
-            ks = jax.random.split(k, len(names) + 1)
-            kern = self.kernel
-            for kk, nm in zip(ks[1:], names, strict=True):
-                old = jnp.asarray(getattr(kern, nm))
-                val = self.hyperpriors[nm].sample(kk, old.shape).astype(x.dtype)
-                kern = eqx.tree_at(lambda t, nm=nm: getattr(t, nm), kern, val)
-            return self._draw(ks[0], x, kern, 1)[0]
-
-        return jax.vmap(one)(jax.random.split(key, num))
+        x = jnp.asarray(x)
+        return self.prior.sample_at(key, jnp.broadcast_to(x, (num,) + x.shape)).y
 
 
 # --- critic ---------------------------------------------------------------------------------
 
 
-def critic_init(key: Array, in_dim: int, hidden: tuple[int, ...] = (200, 200)) -> tuple:
-    """Xavier-normal weights and N(0, 1) biases (as in the official code)."""
-    sizes = (in_dim, *hidden, 1)
-    keys = jax.random.split(key, 2 * (len(sizes) - 1))
+def critic_init(key: Array, in_dim: int, width: int = 200, depth: int = 2) -> eqx.nn.MLP:
+    """The critic :math:`\\phi: R^M \\to R`, an :class:`equinox.nn.MLP` (softplus, ``depth``
+    hidden layers of ``width``) with Xavier-normal weights and N(0, 1) biases (as in the
+    official code)."""
+    mlp = eqx.nn.MLP(in_dim, 1, width, depth, activation=jax.nn.softplus, key=key)
+    keys = jax.random.split(key, 2 * len(mlp.layers))
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, layer in enumerate(mlp.layers):
+        a, b = layer.in_features, layer.out_features
         std = math.sqrt(2.0 / (a + b))
-        layers.append((std * jax.random.normal(keys[2 * i], (a, b)),
-                       jax.random.normal(keys[2 * i + 1], (b,))))
-    return tuple(layers)
+        w = (std * jax.random.normal(keys[2 * i], (a, b))).T
+        layers.append(eqx.tree_at(lambda lin: (lin.weight, lin.bias), layer,
+                                  (w, jax.random.normal(keys[2 * i + 1], (b,)))))
+    return eqx.tree_at(lambda m: m.layers, mlp, tuple(layers))
 
 
-def critic_apply(params: tuple, f: Array) -> Array:
-    """Critic value :math:`\\phi(f)` of one function vector ``f`` ``(M,)``."""
-    h = f
-    for i, (w, b) in enumerate(params):
-        h = h @ w + b
-        if i < len(params) - 1:
-            h = jax.nn.softplus(h)
-    return h[0]
+def _phi(critic: eqx.nn.MLP, f: Array) -> Array:
+    """Critic values of a bank of function vectors ``(n, M)``: ``(n,)``."""
+    return jax.vmap(critic)(f)[:, 0]
 
 
-def _critic_loss(params, f_bnn, f_gp, eps, penalty):
-    phi = jax.vmap(critic_apply, (None, 0))
-    gap = jnp.mean(phi(params, f_bnn)) - jnp.mean(phi(params, f_gp))
+def _critic_loss(critic, f_bnn, f_gp, eps, penalty):
+    gap = jnp.mean(_phi(critic, f_bnn)) - jnp.mean(_phi(critic, f_gp))
     fhat = eps[:, None] * f_bnn + (1.0 - eps[:, None]) * f_gp
-    g = jax.vmap(jax.grad(critic_apply, argnums=1), (None, 0))(params, fhat)
+    g = jax.vmap(jax.grad(lambda f: critic(f)[0]))(fhat)
     norm = jnp.sqrt(jnp.sum(g**2, axis=-1) + 1e-12)
     return -gap + penalty * jnp.mean((norm - 1.0) ** 2)
 
@@ -189,33 +226,38 @@ def _critic_loss(params, f_bnn, f_gp, eps, penalty):
 _CRITIC_OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad}
 
 
-def fit_critic(key: Array, f_bnn: Array, f_gp: Array, *, num_steps: int, lr: float = 0.01,
-               penalty: float = 10.0, hidden: tuple[int, ...] = (200, 200),
-               optimizer: str = "adam") -> tuple:
-    """Train a freshly initialised critic on two sample banks ``(n, M)`` (one ``lax.scan``).
+def fit_critic(key: Array, f_bnn: Array, f_gp: Array, *, num_steps: int,
+               learning_rate: float = 0.01, penalty: float = 10.0, width: int = 200,
+               depth: int = 2, optimizer: str = "adam") -> eqx.nn.MLP:
+    """Train a freshly initialised critic on two sample banks ``(n, M)``.
 
-    ``optimizer`` is ``"adam"`` (default) or ``"adagrad"`` (the official code's choice, with
-    ``lr=0.02``); from a fresh initialisation Adam reaches the same critic value in about a
-    quarter of the steps, which is what makes the matching affordable on a CPU.
+    One ``lax.scan`` of optax steps: the critic is trained inside every outer step of
+    :func:`match_prior`, i.e. inside the loss that :func:`probkit.inference.optimize.run`
+    differentiates, where that (host-driven) loop cannot run. ``optimizer`` is ``"adam"``
+    (default) or ``"adagrad"`` (the official code's choice, with ``learning_rate=0.02``); from a
+    fresh initialisation Adam reaches the same critic value in about a quarter of the steps,
+    which is what makes the matching affordable on a CPU.
     """
     k_init, k_loop = jax.random.split(key)
-    params = critic_init(k_init, f_bnn.shape[-1], hidden)
-    opt = _CRITIC_OPTIMIZERS[optimizer](lr)
+    params, static = eqx.partition(critic_init(k_init, f_bnn.shape[-1], width, depth),
+                                   eqx.is_array)
+    opt = _CRITIC_OPTIMIZERS[optimizer](learning_rate)
 
     def step(carry, k):
         p, s = carry
         eps = jax.random.uniform(k, (f_bnn.shape[0],), dtype=f_bnn.dtype)
-        g = jax.grad(_critic_loss)(p, f_bnn, f_gp, eps, penalty)
+        g = jax.grad(lambda q: _critic_loss(eqx.combine(q, static), f_bnn, f_gp, eps,
+                                            penalty))(p)
         upd, s = opt.update(g, s, p)
         return (optax.apply_updates(p, upd), s), None
 
     (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
                                   jax.random.split(k_loop, num_steps))
-    return params
+    return eqx.combine(params, static)
 
 
 def critic_wasserstein(key: Array, a: Array, b: Array, *, num_steps: int = 500,
-                       lr: float = 0.01, penalty: float = 10.0,
+                       learning_rate: float = 0.01, penalty: float = 10.0,
                        optimizer: str = "adam") -> Array:
     r"""Critic estimate of :math:`W_1` between sample sets ``a`` and ``b`` of shape ``(n, M)``.
 
@@ -227,10 +269,12 @@ def critic_wasserstein(key: Array, a: Array, b: Array, *, num_steps: int = 500,
     >>> float(critic_wasserstein(jax.random.key(1), a, a + 1.0, num_steps=200)) > 1.0
     True
     """
-    params = fit_critic(key, a, b, num_steps=num_steps, lr=lr, penalty=penalty,
-                        optimizer=optimizer)
-    phi = jax.vmap(critic_apply, (None, 0))
-    return jnp.mean(phi(params, a)) - jnp.mean(phi(params, b))
+    critic = _fit_critic_jit(key, a, b, num_steps=num_steps, learning_rate=learning_rate,
+                             penalty=penalty, optimizer=optimizer)
+    return jnp.mean(_phi(critic, a)) - jnp.mean(_phi(critic, b))
+
+
+_fit_critic_jit = eqx.filter_jit(fit_critic)
 
 
 # --- exact 1-D distances (independent checks) ---------------------------------------------
@@ -278,52 +322,67 @@ def sample_functions(key: Array, prior, template: MLP, x: Array, num: int) -> Ar
 
 
 class PriorFit(NamedTuple):
-    """Result of :func:`match_prior`: the matched ``prior`` and the distance curve."""
+    """Result of :func:`match_prior`: the matched ``prior``, the distance curve (the critic's
+    :math:`W_1` estimate per outer step, before its update) and the ``settings``."""
 
     prior: object
     distances: np.ndarray
     settings: dict
 
 
-def _outer_step(prior, opt_state, key, x, fixed_points, *, template, target, num_samples,
-                num_points, real_ratio, num_critic_steps, critic_lr, penalty, optimizer,
-                critic_optimizer):
-    k_m, k_gp, k_bnn, k_c = jax.random.split(key, 4)
-    if fixed_points is None:
-        xm = measurement_set(k_m, x, num_points, real_ratio)
-    else:
-        xm = fixed_points
-    f_gp = target.sample(k_gp, xm, num_samples)
-    f_bnn = sample_functions(k_bnn, prior, template, xm, num_samples)
-    critic = fit_critic(k_c, jax.lax.stop_gradient(f_bnn), f_gp, num_steps=num_critic_steps,
-                        lr=critic_lr, penalty=penalty, optimizer=critic_optimizer)
-    phi = jax.vmap(critic_apply, (None, 0))
-    gp_term = jnp.mean(phi(critic, f_gp))
+class MatchingLoss(eqx.Module):
+    r"""The loss of one outer step of :func:`match_prior`, ``loss(prior, key, x, fixed_points)``.
 
-    def loss(p):
-        f = sample_functions(k_bnn, p, template, xm, num_samples)
-        return jnp.mean(phi(critic, f)) - gp_term
+    Draws a measurement set (or takes ``fixed_points``), GP and BNN function draws, trains a
+    fresh critic on them (:func:`fit_critic`, the BNN draws held fixed), and returns
+    :math:`\overline{\phi(f_{BNN}(\psi))} - \overline{\phi(f_{GP})}`, whose gradient in the
+    prior's hyperparameters :math:`\psi` flows through the reparameterised BNN draws only. A
+    module of static settings, so refits with the same settings reuse the compiled step.
+    """
 
-    value, grad = eqx.filter_value_and_grad(loss)(prior)
-    updates, opt_state = optimizer.update(grad, opt_state, prior)
-    return eqx.apply_updates(prior, updates), opt_state, value
+    template: MLP
+    target: GPTarget
+    num_samples: int = eqx.field(static=True)
+    num_points: int = eqx.field(static=True)
+    real_ratio: float = eqx.field(static=True)
+    num_critic_steps: int = eqx.field(static=True)
+    critic_learning_rate: float = eqx.field(static=True)
+    penalty: float = eqx.field(static=True)
+    critic_optimizer: str = eqx.field(static=True)
+
+    def __call__(self, prior, key, x, fixed_points):
+        k_m, k_gp, k_bnn, k_c = jax.random.split(key, 4)
+        if fixed_points is None:
+            xm = measurement_set(k_m, x, self.num_points, self.real_ratio)
+        else:
+            xm = fixed_points
+        f_gp = self.target.sample(k_gp, xm, self.num_samples)
+        f_bnn = sample_functions(k_bnn, prior, self.template, xm, self.num_samples)
+        critic = fit_critic(k_c, jax.lax.stop_gradient(f_bnn), f_gp,
+                            num_steps=self.num_critic_steps,
+                            learning_rate=self.critic_learning_rate, penalty=self.penalty,
+                            optimizer=self.critic_optimizer)
+        return jnp.mean(_phi(critic, f_bnn)) - jnp.mean(_phi(critic, f_gp))
 
 
-_outer_step_jit = eqx.filter_jit(_outer_step)
+@functools.lru_cache(maxsize=1)
+def _rmsprop():
+    # RMSprop's direction; a non-finite prior gradient (e.g. an extreme inverse-gamma draw)
+    # skips that update. Built once, so the compiled step is reused.
+    return optax.apply_if_finite(optax.scale_by_rms(), max_consecutive_errors=1_000_000)
 
 
-@functools.lru_cache(maxsize=16)
-def _rmsprop(lr: float):
-    # a non-finite prior gradient (e.g. an extreme inverse-gamma draw) skips that update
-    return optax.apply_if_finite(optax.rmsprop(lr), max_consecutive_errors=1_000_000)
-
-
-def match_prior(prior, template: MLP, target: GPTarget, x, *, key: Array, num_iters: int = 200,
+def match_prior(prior, template: MLP, target: GPTarget, x, *, key: Array, num_steps: int = 200,
                 num_samples: int = 128, num_points: int = 100, real_ratio: float = 0.7,
-                num_critic_steps: int = 200, critic_lr: float = 0.01, penalty: float = 10.0,
-                lr: float = 0.05, critic_optimizer: str = "adam",
-                measurement_points=None) -> PriorFit:
+                num_critic_steps: int = 200, critic_learning_rate: float = 0.01,
+                penalty: float = 10.0, learning_rate: float = 0.05,
+                critic_optimizer: str = "adam", measurement_points=None,
+                progress_bar: bool = True) -> PriorFit:
     r"""Fit the hyperparameters of ``prior`` so that BNN functions match ``target`` in :math:`W_1`.
+
+    The outer loop is :func:`probkit.inference.optimize.run` on :class:`MatchingLoss` with
+    RMSprop (one step per dispatch, so every step's distance is kept); the critic's inner loop
+    is the ``lax.scan`` of :func:`fit_critic` inside the loss.
 
     Parameters
     ----------
@@ -336,26 +395,26 @@ def match_prior(prior, template: MLP, target: GPTarget, x, *, key: Array, num_it
     x : array of shape (n, d)
         Inputs from which measurement sets are drawn (ignored if ``measurement_points``).
     key : PRNG key
-    num_iters : int
-        Outer (prior) iterations, RMSprop with learning rate ``lr``.
+    num_steps : int
+        Outer (prior) steps, RMSprop with ``learning_rate``.
     num_samples : int
-        Function draws per side and iteration.
+        Function draws per side and step.
     num_points : int
         Size ``M`` of each random measurement set; ``real_ratio`` of them are rows of ``x``.
-    num_critic_steps, critic_lr, penalty : int, float, float
-        Critic steps per outer iteration, their learning rate and the gradient penalty weight
+    num_critic_steps, critic_learning_rate, penalty : int, float, float
+        Critic steps per outer step, their learning rate and the gradient penalty weight
         :math:`\lambda`.
     critic_optimizer : {"adam", "adagrad"}
-        The critic's optimiser (the official code: Adagrad, ``critic_lr=0.02``; see
+        The critic's optimiser (the official code: Adagrad, ``critic_learning_rate=0.02``; see
         :func:`fit_critic`).
     measurement_points : array of shape (M, d), optional
         A fixed measurement set (e.g. a grid for 1-D problems).
+    progress_bar : bool
+        A tqdm bar over the outer steps with the running distance.
 
     Returns
     -------
     PriorFit
-        ``prior`` (matched), ``distances`` (the critic's :math:`W_1` estimate per iteration,
-        before its update) and the ``settings``.
 
     Raises
     ------
@@ -367,7 +426,7 @@ def match_prior(prior, template: MLP, target: GPTarget, x, *, key: Array, num_it
     if not isinstance(target, GPTarget):
         raise ValueError(f"target: expected a GPTarget, got {type(target).__name__}")
     check_kernel(target.kernel, "target")
-    for nm, v in (("num_iters", num_iters), ("num_samples", num_samples),
+    for nm, v in (("num_steps", num_steps), ("num_samples", num_samples),
                   ("num_critic_steps", num_critic_steps)):
         check_positive_int(nm, v)
     fixed = None
@@ -383,23 +442,18 @@ def match_prior(prior, template: MLP, target: GPTarget, x, *, key: Array, num_it
             raise ValueError("num_points: the measurement set is empty (0 points)")
         check_positive_int("num_points", num_points)
         xj = jnp.asarray(check_finite("x", as_array("x", x, ndim=2)), dtype=jnp.float32)
-    if critic_optimizer not in _CRITIC_OPTIMIZERS:
-        raise ValueError(f"critic_optimizer: expected one of {sorted(_CRITIC_OPTIMIZERS)}, "
-                         f"got {critic_optimizer!r}")
+    check_choice("critic_optimizer", critic_optimizer, tuple(_CRITIC_OPTIMIZERS))
     if not 0.0 <= real_ratio <= 1.0:
         raise ValueError(f"real_ratio: must lie in [0, 1], got {real_ratio}")
-    optimizer = _rmsprop(float(lr))
-    opt_state = optimizer.init(eqx.filter(prior, eqx.is_array))
-    dists = []
-    for k in jax.random.split(key, num_iters):
-        prior, opt_state, w = _outer_step_jit(
-            prior, opt_state, k, xj, fixed, template=template, target=target,
-            num_samples=num_samples, num_points=num_points, real_ratio=float(real_ratio),
-            num_critic_steps=num_critic_steps, critic_lr=float(critic_lr),
-            penalty=float(penalty), optimizer=optimizer, critic_optimizer=critic_optimizer)
-        dists.append(w)
-    settings = dict(num_iters=num_iters, num_samples=num_samples, num_points=num_points,
+    loss = MatchingLoss(template, target, num_samples, num_points, float(real_ratio),
+                        num_critic_steps, float(critic_learning_rate), float(penalty),
+                        critic_optimizer)
+    out = optimize.run(loss, prior, key=key, args=(xj, fixed), num_steps=num_steps,
+                       learning_rate=float(learning_rate), transform=_rmsprop(),
+                       steps_per_dispatch=1, progress_bar=progress_bar,
+                       desc="fBNN prior matching")
+    settings = dict(num_steps=num_steps, num_samples=num_samples, num_points=num_points,
                     real_ratio=real_ratio, num_critic_steps=num_critic_steps,
-                    critic_lr=critic_lr, penalty=penalty, lr=lr,
-                    critic_optimizer=critic_optimizer)
-    return PriorFit(prior, np.asarray(jnp.stack(dists)), settings)
+                    critic_learning_rate=critic_learning_rate, penalty=penalty,
+                    learning_rate=learning_rate, critic_optimizer=critic_optimizer)
+    return PriorFit(out.params, out.losses, settings)

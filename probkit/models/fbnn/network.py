@@ -40,6 +40,7 @@ Examples
 from __future__ import annotations
 
 import math
+import pathlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -50,10 +51,12 @@ import numpyro
 import numpyro.distributions as dist
 from jax import Array
 
+from probkit import _io
 from probkit._checks import check_positive, check_positive_int
 
 __all__ = ["ACTIVATIONS", "MLP", "mlp_template", "LayerVariances", "GaussianPrior",
-           "InvGammaPrior", "gaussian_log_prior", "bnn_model", "softplus_inv"]
+           "InvGammaPrior", "gaussian_log_prior", "bnn_model", "softplus_inv", "save_prior",
+           "load_prior"]
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -307,3 +310,35 @@ def bnn_model(x: Array, y: Array | None = None, *, prior, widths: tuple[int, ...
     net = prior.numpyro_sample(template)
     f = numpyro.deterministic("f", net(x))
     numpyro.sample("y", dist.Normal(f, jnp.sqrt(noise_var)).to_event(1), obs=y)
+
+
+def save_prior(path, prior, template: MLP, **metadata) -> pathlib.Path:
+    """Save a (matched) prior with its architecture in one :mod:`probkit._io` file.
+
+    Keyword arguments are stored as JSON metadata (with ``in_dim``, ``widths``, ``activation``).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from probkit.models.fbnn import GaussianPrior, mlp_template, save_prior, load_prior
+    >>> net = mlp_template(2, (8,))
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "prior.pk"
+    >>> _ = save_prior(p, GaussianPrior.init(2, 0.7), net)
+    >>> prior, template, metadata = load_prior(p)
+    >>> metadata["widths"]
+    [8]
+    """
+    if not isinstance(prior, GaussianPrior | InvGammaPrior):
+        raise ValueError(f"prior: expected GaussianPrior or InvGammaPrior, got {type(prior)}")
+    meta = {"in_dim": int(template.weights[0].shape[0]),
+            "widths": [int(w.shape[1]) for w in template.weights[:-1]],
+            "activation": template.activation, **metadata}
+    return _io.save(path, (prior, template), metadata=meta)
+
+
+def load_prior(path):
+    """Read a prior written by :func:`save_prior`: ``(prior, template, metadata)``."""
+    obj = _io.load(path, expected=tuple)
+    if len(obj) != 2 or not isinstance(obj[0], GaussianPrior | InvGammaPrior):
+        raise ValueError(f"{str(path)!r}: not a BNN prior file (written by save_prior)")
+    return obj[0], obj[1], _io.read_header(path)["metadata"]

@@ -1,4 +1,4 @@
-r"""BNN regression under a (GP-matched) functional prior: fit, predict, save, BO surrogate.
+r"""BNN regression under a (GP-matched) functional prior: the fBNN family.
 
 :class:`FBNN` standardises the data, optionally matches the weight prior to a target GP
 (:func:`~probkit.models.fbnn.match_prior`), and samples the posterior of
@@ -8,34 +8,33 @@ r"""BNN regression under a (GP-matched) functional prior: fit, predict, save, BO
     y_i = f_\theta(x_i) + \varepsilon_i,\quad \varepsilon_i \sim N(0, \sigma_n^2),\quad
     \theta \sim p_\psi(\theta)
 
-with adaptive SGHMC (default; minibatch gradient :math:`\frac{N}{B}\sum_{i \in \mathcal{B}}
-\nabla \log p(y_i \mid \theta) + \nabla \log p_\psi(\theta)`,
-several chains vmapped, thinning; hierarchical prior variances Gibbs-updated) or NUTS through
-:func:`probkit.inference.hmc.run` (small networks). The noise variance is fixed (0.1 on the
-standardised scale, as in the official code of Tran et al. 2022). The returned
-:class:`FBNNPosterior` is an equinox Module of fixed-shape draws: it predicts (mean, variance,
-NLL, function samples), converts to ArviZ, and is the fitted object of :class:`FBNNSurrogate`.
+with adaptive SGHMC (engine ``"sghmc"``, default: :func:`probkit.inference.sgmcmc.sample` with
+the minibatch gradient :math:`\frac{N}{B}\sum_{i \in \mathcal{B}} \nabla \log p(y_i \mid \theta)
++ \nabla \log p_\psi(\theta)`, several chains vmapped, thinning, hierarchical prior variances
+Gibbs-updated) or NUTS (engine ``"nuts"``, :func:`probkit.inference.hmc.run` on
+:func:`~probkit.models.fbnn.bnn_model`; small networks). The noise variance is fixed on the
+standardised scale (0.1 in the UCI setting of Tran et al. 2022).
 
-Predictive moments (paper's convention): :math:`\mu = \bar f`,
-:math:`s^2 = \mathrm{Var}[f] + \sigma_n^2`, both mapped back to the original units; the NLL is
-:math:`-\log N(y; \mu, s^2)` averaged over test points.
+The fitted :class:`FBNNFitted` holds fixed-shape draws (``num_chains * num_samples`` networks):
+``posterior(x)`` is the :class:`~probkit.posterior.Empirical` ensemble of function draws,
+``predict(x)`` the :class:`~probkit.posterior.Mixture` of one Gaussian per draw (noise
+:math:`\sigma_n^2`), both in the original units. Training data are padded to a power-of-two
+capacity, so in Bayesian optimisation SGHMC and the acquisition compile once per capacity.
 
 Examples
 --------
 >>> import jax, numpy as np
 >>> from probkit.models.fbnn import FBNN
 >>> x = np.linspace(-2, 2, 40)[:, None]; y = np.sin(2 * x[:, 0])
->>> post = FBNN(widths=(20,), prior="fixed", num_chains=2, num_burnin=200, num_samples=10,
-...             thinning=20).fit(x, y, key=jax.random.key(0))
->>> post.predict(x[:3])[0].shape
-(3,)
+>>> fitted = FBNN(widths=(20,), prior="fixed", num_chains=2, num_warmup=200, num_samples=10,
+...               thinning=20).fit(x, y, key=jax.random.key(0), progress_bar=False)
+>>> fitted.predict(x[:3]).loc.shape
+(20, 3)
 """
 
 from __future__ import annotations
 
-import json
 import math
-import pathlib
 
 import equinox as eqx
 import jax
@@ -52,7 +51,10 @@ from probkit._checks import (
     check_positive_int,
     check_regression_data,
 )
+from probkit.inference import sgmcmc
+from probkit.inference.hmc import _ProgressBar
 from probkit.kernels import RBF
+from probkit.models.base import Family, Fitted, check_inputs
 from probkit.models.fbnn.matching import GPTarget, PriorFit, match_prior
 from probkit.models.fbnn.network import (
     MLP,
@@ -63,16 +65,12 @@ from probkit.models.fbnn.network import (
     gaussian_log_prior,
     mlp_template,
 )
-from probkit.models.fbnn.sghmc import sghmc_sample
-from probkit.posterior import SamplePosterior
-from probkit.result import Result
+from probkit.posterior import Empirical, Mixture
 
-__all__ = ["FBNN", "FBNNPosterior", "FBNNSurrogate", "uci_target",
-           "save_prior", "load_prior", "PRIORS"]
+__all__ = ["FBNN", "FBNNFitted", "uci_target", "PRIORS"]
 
 PRIORS = ("fixed", "gaussian", "invgamma", "fixed-invgamma")
-_FORMAT = "probkit.fbnn.prior"
-_VERSION = 1
+_MATCHED = ("gaussian", "invgamma")
 
 
 def uci_target(in_dim: int, hyperpriors: bool = True) -> GPTarget:
@@ -88,8 +86,17 @@ def uci_target(in_dim: int, hyperpriors: bool = True) -> GPTarget:
     return GPTarget(kernel, hyperpriors=hp)
 
 
-class FBNNPosterior(eqx.Module):
-    """Posterior draws of a BNN: networks with leading ``(chain, draw)`` axes plus scalings.
+def _capacity(n: int) -> int:
+    return 1 << max(int(n - 1).bit_length(), 3)
+
+
+def _safe_std(x: np.ndarray) -> np.ndarray:
+    s = x.std(0)
+    return np.where(s > 0, s, 1.0)
+
+
+class FBNNFitted(Fitted):
+    """Posterior draws of a BNN (see :class:`FBNN`).
 
     Attributes
     ----------
@@ -97,81 +104,98 @@ class FBNNPosterior(eqx.Module):
         Stacked networks, every leaf ``(C, S, ...)``, on the standardised scale.
     variances : LayerVariances
         Prior layer variances per draw ``(C, S, L)`` (Gibbs draws for hierarchical priors).
-    x_mean, x_std, y_mean, y_std, noise_var : arrays
+    prior : GaussianPrior or InvGammaPrior
+        The weight prior the posterior was sampled under (matched, when matching ran).
+    distances : Array
+        The matching's critic distance per outer step (empty without matching).
+    x, y, mask : Array
+        Training data in original units, padded to the capacity (``mask`` marks real rows).
+    x_mean, x_std, y_mean, y_std, noise_var : Array
         Standardisation and the fixed noise variance (standardised scale).
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from probkit.models.fbnn import FBNN
+    >>> x = np.random.default_rng(0).uniform(size=(8, 2)); y = x.sum(1)
+    >>> fitted = FBNN.for_bo(widths=(16,), num_warmup=100, num_samples=8, thinning=10,
+    ...                      num_chains=2).fit(x, y, key=jax.random.key(0), progress_bar=False)
+    >>> fitted.posterior(x[:3]).sample(jax.random.key(1), 4).shape
+    (4, 3)
     """
 
     nets: MLP
     variances: LayerVariances
+    prior: GaussianPrior | InvGammaPrior
+    distances: jax.Array
+    x: jax.Array
+    y: jax.Array
+    mask: jax.Array
     x_mean: jax.Array
     x_std: jax.Array
     y_mean: jax.Array
     y_std: jax.Array
     noise_var: jax.Array
 
-    def latent(self, x) -> jax.Array:
-        """Function draws at ``x`` ``(q, d)`` in original units: ``(C * S, q)``."""
+    @property
+    def num_draws(self) -> int:
+        """Number of posterior draws (chains times draws per chain)."""
+        return int(np.prod(self.variances.w.shape[:2]))
+
+    @property
+    def noise_variance(self) -> np.ndarray:
+        """The fixed noise variance in units of ``y`` squared."""
+        return np.asarray(self.noise_var * self.y_std**2)
+
+    def _latent(self, x) -> jax.Array:
+        """Function draws ``(C * S, q)`` at (unchecked) ``x``, original units; jittable."""
         xs = (jnp.asarray(x, jnp.float32) - self.x_mean) / self.x_std
         flat = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), self.nets)
         f = eqx.filter_vmap(lambda net: net(xs))(flat)
         return f * self.y_std + self.y_mean
 
-    def posterior(self, x) -> SamplePosterior:
-        """Latent-function posterior at ``x`` (the BO protocol's ``Fitted.posterior``)."""
-        return SamplePosterior(self.latent(x))
+    def _draws(self, x) -> jax.Array:
+        if isinstance(x, jax.core.Tracer):
+            return self._latent(x)
+        return _latent_jit(self, jnp.asarray(check_inputs("x", x, self.x.shape[1]), jnp.float32))
 
-    def predict(self, x) -> tuple[jax.Array, jax.Array]:
-        """Predictive mean and variance of ``y`` at ``x`` (noise included)."""
-        f = self.latent(x)
-        return jnp.mean(f, 0), jnp.var(f, 0) + self.noise_var * self.y_std**2
+    def posterior(self, x) -> Empirical:
+        """Function draws at ``x`` ``(q, d)`` (joint over the points)."""
+        return Empirical(self._draws(x))
 
-    def sample(self, key, x, num_samples: int) -> jax.Array:
-        """``num_samples`` whole function draws at ``x``, resampled: ``(num_samples, q)``."""
-        return self.posterior(x).sample(check_key("key", key), num_samples)
+    def predict(self, x) -> Mixture:
+        """Predictive of ``y`` at ``x``: one Gaussian per draw with the noise variance."""
+        return Mixture(self._draws(x), jnp.sqrt(self.noise_var) * self.y_std)
 
-    def nll(self, x, y) -> float:
-        """Mean negative log predictive density of ``y`` (Gaussian, moment matched)."""
-        m, v = self.predict(x)
-        y = jnp.asarray(y, jnp.float32)
-        return float(jnp.mean(0.5 * jnp.log(2 * jnp.pi * v) + 0.5 * (y - m) ** 2 / v))
+    def observed(self) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.asarray(self.mask)
+        return np.asarray(self.x)[mask], np.asarray(self.y)[mask]
 
-    def rmse(self, x, y) -> float:
-        """Root mean squared error of the predictive mean."""
-        m, _ = self.predict(x)
-        return float(jnp.sqrt(jnp.mean((jnp.asarray(y, jnp.float32) - m) ** 2)))
-
-    def to_result(self, x=None, y=None) -> Result:
-        """A :class:`probkit.result.Result` (sites ``W{l}``, ``b{l}``, ``var_W``, ``var_b``).
-
-        With training data ``x``, ``y`` it also stores the observed data and the pointwise
-        log-likelihood (for ``az.loo``).
-        """
-        post = {}
+    def _posterior_draws(self, key, num_samples: int) -> dict[str, np.ndarray]:
+        """``num_samples`` of the draws (all of them, in chain order, when ``num_samples`` is
+        their number; otherwise sorted random ones): ``f`` at the training inputs, the weights
+        ``W{l}``, ``b{l}`` and, for hierarchical priors, the layer variances."""
+        total = self.num_draws
+        idx = np.sort(np.asarray(jax.random.choice(key, total, (num_samples,),
+                                                   replace=num_samples > total)))
+        x, _ = self.observed()
+        flat = lambda a: np.asarray(a).reshape((total,) + a.shape[2:])[idx]  # noqa: E731
+        draws = {"f": np.asarray(self._draws(x))[idx]}
         for i, (w, b) in enumerate(zip(self.nets.weights, self.nets.biases, strict=True)):
-            post[f"W{i}"], post[f"b{i}"] = np.asarray(w), np.asarray(b)
-        post["var_W"], post["var_b"] = np.asarray(self.variances.w), np.asarray(self.variances.b)
-        obs, loglik = {}, {}
-        if x is not None and y is not None:
-            c, s = self.variances.w.shape[:2]
-            f = self.latent(x).reshape(c, s, -1)
-            var = self.noise_var * self.y_std**2
-            yy = jnp.asarray(y, jnp.float32)
-            loglik["y"] = np.asarray(-0.5 * jnp.log(2 * jnp.pi * var) - 0.5 * (yy - f) ** 2 / var)
-            obs["y"] = np.asarray(y)
-        return Result(posterior=post, observed_data=obs, log_likelihood=loglik,
-                      attrs={"model": "probkit.models.fbnn"})
-
-    def to_arviz(self, x=None, y=None):
-        """ArviZ ``InferenceData`` of :meth:`to_result`."""
-        return self.to_result(x, y).to_arviz()
+            draws[f"W{i}"], draws[f"b{i}"] = flat(w), flat(b)
+        if self.prior.hierarchical:
+            draws["var_W"], draws["var_b"] = flat(self.variances.w), flat(self.variances.b)
+        return draws
 
 
-def _capacity(n: int) -> int:
-    return 1 << max(int(n - 1).bit_length(), 3)
+@eqx.filter_jit
+def _latent_jit(fitted: FBNNFitted, x):
+    return fitted._latent(x)
 
 
-def _sghmc_program(prior, template, xp, yp, n, keys, *, noise_var, batch_size, num_burnin,
-                   num_samples, thinning, step_size, mdecay, gibbs_every):
+def _sghmc_program(prior, template, xp, yp, n, keys, *, noise_var, batch_size, num_warmup,
+                   num_samples, thinning, step_size, mdecay, gibbs_every, progress_rate):
+    """All chains of SGHMC on the padded standardised data (one compiled program)."""
     _, unravel = ravel_pytree(template)
     cap = xp.shape[0]
     full = cap <= batch_size
@@ -201,9 +225,10 @@ def _sghmc_program(prior, template, xp, yp, n, keys, *, noise_var, batch_size, n
         k0, k1 = jax.random.split(k)
         net0, var0 = prior.sample(k0, template)
         theta0, _ = ravel_pytree(net0)
-        return sghmc_sample(k1, theta0, var0, grad_fn, num_burnin=num_burnin,
-                            num_samples=num_samples, thinning=thinning, step_size=step_size,
-                            mdecay=mdecay, gibbs_fn=gibbs, gibbs_every=gibbs_every)
+        return sgmcmc.sample(k1, theta0, grad_fn, aux=var0, num_warmup=num_warmup,
+                             num_samples=num_samples, thinning=thinning, step_size=step_size,
+                             mdecay=mdecay, gibbs_fn=gibbs, gibbs_every=gibbs_every,
+                             progress_rate=progress_rate)
 
     thetas, variances = jax.vmap(chain)(keys)
     nets = jax.vmap(jax.vmap(unravel))(thetas)
@@ -213,79 +238,104 @@ def _sghmc_program(prior, template, xp, yp, n, keys, *, noise_var, batch_size, n
 _sghmc_jit = eqx.filter_jit(_sghmc_program)
 
 
-class FBNN:
-    r"""BNN regression with a functional (GP-matched) prior; :meth:`fit` returns the posterior.
+class FBNN(Family):
+    r"""BNN regression with a functional (GP-matched) prior.
 
     Parameters
     ----------
     widths : tuple of int
-        Hidden-layer widths (paper's UCI setting: ``(100,)``).
+        Hidden-layer widths (paper's UCI setting: ``(100,)``; ``()`` is Bayesian linear
+        regression).
     activation : str
         ``"tanh"``, ``"relu"``, ``"erf"``, ...
-    prior : {"fixed", "gaussian", "invgamma", "fixed-invgamma"} or a prior object
+    prior : {"gaussian", "invgamma", "fixed", "fixed-invgamma"} or a prior object
         ``"fixed"``: N(0, 1) on the unscaled weights (FG); ``"fixed-invgamma"``: per-layer
         variance ~ InvGamma(1, 1) (FH); ``"gaussian"``/``"invgamma"``: these families matched
-        to ``target`` (GPiG/GPiH, starting from N(0, 1) and InvGamma(3, 3)); a
-        :class:`GaussianPrior` or :class:`InvGammaPrior` instance
-        (e.g. a matched prior loaded with :func:`load_prior`) is used as it is.
+        to ``target`` at every fit (GPiG/GPiH, starting from N(0, 1) and InvGamma(3, 3)); a
+        :class:`GaussianPrior` or :class:`InvGammaPrior` instance (e.g. from :meth:`match` or
+        :func:`load_prior`) is used as it is.
     target : GPTarget, optional
         Target GP prior on the standardised inputs (default :func:`uci_target`).
     noise_var : float
         Fixed noise variance on the standardised scale.
-    match_kwargs : dict, optional
-        Settings of :func:`match_prior` (``num_iters``, ``num_critic_steps``, ...).
-    sampler : {"sghmc", "nuts"}
-    num_chains, num_burnin, num_samples, thinning, batch_size, step_size, mdecay, gibbs_every
-        SGHMC settings (``num_burnin`` is the NUTS warm-up and ``thinning`` its thinning).
+    matching : dict, optional
+        Keyword arguments of :func:`match_prior` (``num_steps``, ``num_critic_steps``,
+        ``learning_rate``, ...).
+    engine : {"sghmc", "nuts"}
+    num_chains, num_warmup, num_samples, thinning : int
+        Chains, warm-up transitions, kept draws per chain and transitions per kept draw (both
+        engines).
+    batch_size, step_size, mdecay, gibbs_every
+        SGHMC settings (:func:`probkit.inference.sgmcmc.sample`).
 
     Examples
     --------
     >>> import jax, numpy as np
     >>> from probkit.models.fbnn import FBNN
     >>> x = np.random.default_rng(0).uniform(-2, 2, (30, 1)); y = np.sin(x[:, 0])
-    >>> m = FBNN(widths=(10,), prior="gaussian", num_chains=2, num_burnin=100,
-    ...          num_samples=5, thinning=10,
-    ...          match_kwargs=dict(num_iters=3, num_critic_steps=5, num_samples=16))
-    >>> post = m.fit(x, y, key=jax.random.key(0))
-    >>> m.prior_fit_.distances.shape
-    (3,)
+    >>> fam = FBNN(widths=(10,), prior="gaussian", num_chains=2, num_warmup=100,
+    ...            num_samples=5, thinning=10,
+    ...            matching=dict(num_steps=3, num_critic_steps=5, num_samples=16))
+    >>> fitted = fam.fit(x, y, key=jax.random.key(0), progress_bar=False)
+    >>> fitted.distances.shape, fitted.posterior(x[:4]).mean.shape
+    ((3,), (4,))
     """
 
-    def __init__(self, widths=(100,), activation: str = "tanh", prior="gaussian",
-                 target: GPTarget | None = None, noise_var: float = 1e-3,
-                 match_kwargs: dict | None = None, sampler: str = "sghmc", num_chains: int = 4,
-                 num_burnin: int = 2000, num_samples: int = 30, thinning: int = 200,
-                 batch_size: int = 32, step_size: float = 0.01, mdecay: float = 0.01,
-                 gibbs_every: int = 20):
-        widths = tuple(widths)           # () is Bayesian linear regression
-        for w in widths:
+    name = "fbnn"
+    engines = {
+        "sghmc": "adaptive SGHMC on minibatches (probkit.inference.sgmcmc), chains vmapped",
+        "nuts": "NUTS on bnn_model (probkit.inference.hmc); small networks",
+    }
+
+    widths: tuple = eqx.field(static=True, default=(100,), converter=tuple)
+    activation: str = eqx.field(static=True, default="tanh")
+    prior: str | GaussianPrior | InvGammaPrior = "gaussian"
+    target: GPTarget | None = None
+    noise_var: float = eqx.field(static=True, default=1e-3)
+    matching: dict | None = None
+    engine: str = eqx.field(static=True, default="sghmc")
+    num_chains: int = eqx.field(static=True, default=4)
+    num_warmup: int = eqx.field(static=True, default=2000)
+    num_samples: int = eqx.field(static=True, default=30)
+    thinning: int = eqx.field(static=True, default=200)
+    batch_size: int = eqx.field(static=True, default=32)
+    step_size: float = eqx.field(static=True, default=0.01)
+    mdecay: float = eqx.field(static=True, default=0.01)
+    gibbs_every: int = eqx.field(static=True, default=20)
+
+    def __check_init__(self):
+        for w in self.widths:
             check_positive_int("widths", w)
-        if isinstance(prior, str) and prior not in PRIORS:
-            raise ValueError(f"prior: expected one of {PRIORS} or a prior object, got {prior!r}")
-        if not isinstance(prior, str | GaussianPrior | InvGammaPrior):
+        if isinstance(self.prior, str) and self.prior not in PRIORS:
+            raise ValueError(f"prior: expected one of {PRIORS} or a prior object, "
+                             f"got {self.prior!r}")
+        if not isinstance(self.prior, str | GaussianPrior | InvGammaPrior):
             raise ValueError(f"prior: expected a name or GaussianPrior/InvGammaPrior, "
-                             f"got {type(prior).__name__}")
-        if sampler not in ("sghmc", "nuts"):
-            raise ValueError(f"sampler: expected 'sghmc' or 'nuts', got {sampler!r}")
-        if target is not None and not isinstance(target, GPTarget):
-            raise ValueError(f"target: expected a GPTarget, got {type(target).__name__}")
-        check_positive("noise_var", noise_var)
-        check_positive("step_size", step_size)
-        check_positive("mdecay", mdecay)
-        for nm, v in (("num_chains", num_chains), ("num_samples", num_samples),
-                      ("thinning", thinning), ("batch_size", batch_size),
-                      ("gibbs_every", gibbs_every)):
-            check_positive_int(nm, v)
-        check_positive_int("num_burnin", num_burnin, minimum=0)
-        self.widths, self.activation, self.prior, self.target = widths, activation, prior, target
-        self.noise_var, self.sampler = float(noise_var), sampler
-        self.match_kwargs = match_kwargs or {}
-        self.settings = dict(num_chains=num_chains, num_burnin=num_burnin,
-                             num_samples=num_samples, thinning=thinning, batch_size=batch_size,
-                             step_size=float(step_size), mdecay=float(mdecay),
-                             gibbs_every=gibbs_every)
-        self.prior_fit_: PriorFit | None = None
-        self.prior_ = None
+                             f"got {type(self.prior).__name__}")
+        if self.target is not None and not isinstance(self.target, GPTarget):
+            raise ValueError(f"target: expected a GPTarget, got {type(self.target).__name__}")
+        for nm in ("noise_var", "step_size", "mdecay"):
+            check_positive(nm, getattr(self, nm))
+        for nm in ("num_chains", "num_samples", "thinning", "batch_size", "gibbs_every"):
+            check_positive_int(nm, getattr(self, nm))
+        check_positive_int("num_warmup", self.num_warmup, minimum=0)
+
+    @classmethod
+    def for_bo(cls, **overrides) -> FBNN:
+        """The configuration for Bayesian optimisation (overridable by keyword).
+
+        2 x 50 tanh, the fixed N(0, 1) prior (no matching per fit), noise variance 1e-3 of the
+        standardised outputs, 4 SGHMC chains of 1000 warm-up transitions and 25 draws thinned
+        by 50. BO objectives are usually close to noiseless: on Branin after 100 evaluations the
+        median log10 regret was -0.18 with the UCI noise 0.1 (4 seeds,
+        ``benchmarks/results/bo_bh.json``) and -2.73 with 1e-3 (5 seeds, ``bo_fbnn.json``;
+        random search -0.44). For a matched prior in BO, match once (:meth:`match`) and pass
+        the prior object, so that it is not matched again at every step.
+        """
+        settings = dict(widths=(50, 50), activation="tanh", prior="fixed", noise_var=1e-3,
+                        num_chains=4, num_warmup=1000, num_samples=25, thinning=50,
+                        batch_size=32, step_size=0.01, mdecay=0.01)
+        return cls(**{**settings, **overrides})
 
     def initial_prior(self, num_layers: int):
         """The prior before matching (or the given prior object)."""
@@ -297,66 +347,82 @@ class FBNN:
             return InvGammaPrior.init(num_layers, 3.0, 3.0)
         return InvGammaPrior.init(num_layers, 1.0, 1.0)
 
-    def match(self, x, *, key) -> PriorFit:
-        """Match the prior to the target GP on standardised ``x``; stores ``prior_``."""
+    def match(self, x, *, key, progress_bar: bool = True) -> PriorFit:
+        """Match the prior family to the target GP on standardised ``x`` (``self`` unchanged)."""
         key = check_key("key", key)
         x = check_finite("x", as_array("x", x, ndim=2))
         xs = (x - x.mean(0)) / _safe_std(x)
         template = mlp_template(x.shape[1], self.widths, self.activation)
         target = self.target or uci_target(x.shape[1])
-        fit = match_prior(self.initial_prior(template.num_layers), template, target, xs,
-                          key=key, **self.match_kwargs)
-        self.prior_fit_, self.prior_ = fit, fit.prior
-        return fit
+        return match_prior(self.initial_prior(template.num_layers), template, target, xs,
+                           key=key, progress_bar=progress_bar, **(self.matching or {}))
 
-    def fit(self, x, y, *, key) -> FBNNPosterior:
-        """Condition on ``x`` ``(n, d)``, ``y`` ``(n,)``; returns the posterior draws.
+    def fit(self, x, y, *, key, progress_bar: bool = True) -> FBNNFitted:
+        """Condition on ``x`` ``(n, d)``, ``y`` ``(n,)`` (matching the prior first when
+        ``prior`` is ``"gaussian"`` or ``"invgamma"``).
 
         Raises
         ------
         ValueError
-            ``x``/``y`` with NaN or inf, wrong ndim, or different lengths (named).
+            ``x``/``y`` with NaN or inf, wrong ndim, different lengths or empty, a non-key
+            ``key`` (named).
         """
         key = check_key("key", key)
         x, y = check_regression_data(x, y)
         k_match, k_post = jax.random.split(key)
         template = mlp_template(x.shape[1], self.widths, self.activation)
-        if self.prior in ("gaussian", "invgamma"):
-            prior = self.match(x, key=k_match).prior
+        distances = np.zeros(0, np.float32)
+        if isinstance(self.prior, str) and self.prior in _MATCHED:
+            fit = self.match(x, key=k_match, progress_bar=progress_bar)
+            prior, distances = fit.prior, fit.distances
         else:
             prior = self.initial_prior(template.num_layers)
-            self.prior_ = prior
+        n, d = x.shape
         xm, xsd = x.mean(0), _safe_std(x)
         ym, ysd = float(y.mean()), float(y.std()) or 1.0
         xs = jnp.asarray((x - xm) / xsd, jnp.float32)
         ys = jnp.asarray((y - ym) / ysd, jnp.float32)
-        st = self.settings
-        if self.sampler == "nuts":
-            nets, var = self._nuts(prior, template, xs, ys, k_post)
+        if self.engine == "nuts":
+            nets, var = self._nuts(prior, template, xs, ys, k_post, progress_bar)
         else:
-            n = x.shape[0]
-            cap = _capacity(n)
-            xp = jnp.zeros((cap, x.shape[1]), jnp.float32).at[:n].set(xs)
-            yp = jnp.zeros((cap,), jnp.float32).at[:n].set(ys)
-            nets, var = _sghmc_jit(
-                prior, template, xp, yp, jnp.int32(n), jax.random.split(k_post, st["num_chains"]),
-                noise_var=self.noise_var, batch_size=st["batch_size"],
-                num_burnin=st["num_burnin"], num_samples=st["num_samples"],
-                thinning=st["thinning"], step_size=st["step_size"], mdecay=st["mdecay"],
-                gibbs_every=st["gibbs_every"])
-        return FBNNPosterior(nets, var, jnp.asarray(xm, jnp.float32),
-                             jnp.asarray(xsd, jnp.float32), jnp.float32(ym), jnp.float32(ysd),
-                             jnp.float32(self.noise_var))
+            nets, var = self._sghmc(prior, template, xs, ys, k_post, progress_bar)
+        cap = _capacity(n)
+        xp = np.concatenate([x, np.repeat(x[:1], cap - n, 0)])
+        yp = np.concatenate([y, np.zeros(cap - n)])
+        return FBNNFitted(nets, var, prior, jnp.asarray(distances, jnp.float32),
+                          jnp.asarray(xp, jnp.float32), jnp.asarray(yp, jnp.float32),
+                          jnp.arange(cap) < n, jnp.asarray(xm, jnp.float32),
+                          jnp.asarray(xsd, jnp.float32), jnp.float32(ym), jnp.float32(ysd),
+                          jnp.float32(self.noise_var))
 
-    def _nuts(self, prior, template, xs, ys, key):
+    def _sghmc(self, prior, template, xs, ys, key, progress_bar):
+        n, d = xs.shape
+        cap = _capacity(n)
+        xp = jnp.zeros((cap, d), jnp.float32).at[:n].set(xs)
+        yp = jnp.zeros((cap,), jnp.float32).at[:n].set(ys)
+        total = self.num_warmup + self.num_samples * self.thinning
+        if progress_bar:
+            _ProgressBar.open(total, f"fBNN SGHMC {self.num_chains} chains")
+        try:
+            out = _sghmc_jit(
+                prior, template, xp, yp, jnp.int32(n), jax.random.split(key, self.num_chains),
+                noise_var=self.noise_var, batch_size=self.batch_size,
+                num_warmup=self.num_warmup, num_samples=self.num_samples,
+                thinning=self.thinning, step_size=self.step_size, mdecay=self.mdecay,
+                gibbs_every=self.gibbs_every, progress_rate=max(total // 50, 1))
+            return jax.block_until_ready(out)
+        finally:
+            if progress_bar:
+                _ProgressBar.close()
+
+    def _nuts(self, prior, template, xs, ys, key, progress_bar):
         from probkit.inference import hmc
 
-        st = self.settings
         res = hmc.run(bnn_model, xs, ys, key=key, prior=prior, widths=self.widths,
                       activation=self.activation, noise_var=self.noise_var,
-                      num_warmup=st["num_burnin"], num_samples=st["num_samples"] * st["thinning"],
-                      thinning=st["thinning"], num_chains=st["num_chains"],
-                      progress_bar=False, log_likelihood=False)
+                      num_warmup=self.num_warmup, num_samples=self.num_samples * self.thinning,
+                      thinning=self.thinning, num_chains=self.num_chains,
+                      progress_bar=progress_bar, log_likelihood=False)
         p = {k: jnp.asarray(v) for k, v in res.posterior.items()}
         L = template.num_layers
         nets = MLP(tuple(p[f"W{i}"] for i in range(L)), tuple(p[f"b{i}"] for i in range(L)),
@@ -370,100 +436,3 @@ class FBNN:
             var = LayerVariances(jnp.broadcast_to(v.w, lead + (L,)),
                                  jnp.broadcast_to(v.b, lead + (L,)))
         return nets, var
-
-
-def _safe_std(x: np.ndarray) -> np.ndarray:
-    s = x.std(0)
-    return np.where(s > 0, s, 1.0)
-
-
-# --- save / load -----------------------------------------------------------------------------
-
-
-def save_prior(path, prior, template: MLP, **extra) -> pathlib.Path:
-    """Write a JSON header line, then ``eqx.tree_serialise_leaves(prior)``.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from probkit.models.fbnn import GaussianPrior, mlp_template, save_prior, load_prior
-    >>> net = mlp_template(2, (8,))
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "prior.eqx"
-    >>> _ = save_prior(p, GaussianPrior.init(2, 0.7), net)
-    >>> prior, template, header = load_prior(p)
-    >>> header["widths"]
-    [8]
-    """
-    if not isinstance(prior, GaussianPrior | InvGammaPrior):
-        raise ValueError(f"prior: expected GaussianPrior or InvGammaPrior, got {type(prior)}")
-    head = {"format": _FORMAT, "version": _VERSION, "class": type(prior).__name__,
-            "in_dim": int(template.weights[0].shape[0]),
-            "widths": [int(w.shape[1]) for w in template.weights[:-1]],
-            "activation": template.activation, "num_layers": template.num_layers, **extra}
-    path = pathlib.Path(path)
-    with path.open("wb") as fh:
-        fh.write((json.dumps(head) + "\n").encode())
-        eqx.tree_serialise_leaves(fh, prior)
-    return path
-
-
-def load_prior(path):
-    """Read a prior written by :func:`save_prior`: ``(prior, template, header)``."""
-    path = pathlib.Path(path)
-    with path.open("rb") as fh:
-        head = json.loads(fh.readline().decode())
-        if head.get("format") != _FORMAT:
-            raise ValueError(f"path: {path} is not a probkit FBNN prior file")
-        if head["version"] > _VERSION:
-            raise ValueError(f"path: file version {head['version']} is newer than {_VERSION}")
-        cls = {"GaussianPrior": GaussianPrior, "InvGammaPrior": InvGammaPrior}[head["class"]]
-        skeleton = cls.init(head["num_layers"])
-        prior = eqx.tree_deserialise_leaves(fh, skeleton)
-    template = mlp_template(head["in_dim"], head["widths"], head["activation"])
-    return prior, template, head
-
-
-# --- BO surrogate ----------------------------------------------------------------------------
-
-
-class FBNNSurrogate:
-    """BO surrogate: ``fit(x, y, *, key)`` returns an :class:`FBNNPosterior`.
-
-    The fitted object is an equinox Module whose arrays have fixed shapes (``num_chains *
-    num_samples`` draws), so the acquisition optimiser compiles once; training data are padded
-    to a power-of-two capacity so SGHMC recompiles only when ``n`` crosses one. With
-    ``prior="gaussian"``/``"invgamma"`` the prior is matched at the first fit (on the inputs of
-    that fit, in the unit cube) and reused afterwards.
-
-    The default noise variance is 1e-3 of the standardised outputs (BO objectives are usually
-    close to noiseless), not the UCI setting 0.1: on Branin after 100 evaluations the median
-    log10 regret was -0.18 with 0.1 (4 seeds, ``benchmarks/results/bo_bh.json``) and -2.73 with
-    1e-3 (5 seeds, ``bo_fbnn.json``; random search -0.44).
-
-    Examples
-    --------
-    >>> import jax, numpy as np
-    >>> from probkit.models.fbnn import FBNNSurrogate
-    >>> x = np.random.default_rng(0).uniform(size=(8, 2)); y = x.sum(1)
-    >>> s = FBNNSurrogate(widths=(16,), prior="fixed", num_burnin=100, num_samples=8,
-    ...                   thinning=10, num_chains=2)
-    >>> s.fit(x, y, key=jax.random.key(0)).posterior(x[:3]).sample(jax.random.key(1), 4).shape
-    (4, 3)
-    """
-
-    def __init__(self, widths=(50, 50), activation: str = "tanh", prior="fixed", *,
-                 target: GPTarget | None = None, noise_var: float = 1e-3,
-                 match_kwargs: dict | None = None, num_chains: int = 4, num_burnin: int = 1000,
-                 num_samples: int = 25, thinning: int = 50, batch_size: int = 32,
-                 step_size: float = 0.01, mdecay: float = 0.01):
-        self.model = FBNN(widths, activation, prior, target, noise_var, match_kwargs,
-                          num_chains=num_chains, num_burnin=num_burnin,
-                          num_samples=num_samples, thinning=thinning, batch_size=batch_size,
-                          step_size=step_size, mdecay=mdecay)
-
-    def fit(self, x, y, *, key) -> FBNNPosterior:
-        """Condition on ``x`` ``(n, d)`` and ``y`` ``(n,)``."""
-        post = self.model.fit(x, y, key=key)
-        if isinstance(self.model.prior, str) and self.model.prior in ("gaussian", "invgamma"):
-            self.model.prior = self.model.prior_       # matched once, reused later
-        return post
