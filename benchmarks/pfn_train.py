@@ -6,9 +6,10 @@ steps and wall time are written into each file's header.
 
     python benchmarks/pfn_train.py --name gp1d-rbf --out probkit/inference/pfn/weights
 
-The shipped files were trained on one accelerator (the header's ``extra.device`` says which);
-the same command runs unchanged, only slower, on a CPU (``--steps`` or ``--time-budget`` to cut it
-short; with ``--resume`` training continues from the checkpoint ``<out>/<file>`` if it exists).
+The shipped files were trained on one accelerator (the header's ``metadata.device`` says which,
+``probkit.read_header(path)["metadata"]``); the same command runs unchanged, only slower, on a CPU
+(``--steps`` or ``--time-budget`` to cut it short; with ``--resume`` training continues from the
+checkpoint ``<out>/<file stem>.ckpt`` if it exists).
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 The public face of the package: it re-exports only. The work lives in ``probkit.kernels``,
 ``probkit.statespace``, ``probkit.priors``, ``probkit.distributions``, ``probkit.result``,
-``probkit.posterior``, ``probkit.inference`` (``hmc``, ``kalman``, ``ep``, ``optimize``, ``sbc``,
-``pfn``),
-``probkit.models`` (``gp``, ``nngp``, ``tucker``, ``dkf``, ``fbnn``, ``mpnp``, ...; the family
-contract in ``probkit.models.base``), ``probkit.bo`` and ``probkit.datasets``.
+``probkit.posterior``, ``probkit.inference`` (``hmc``, ``sgmcmc``, ``kalman``, ``ep``,
+``optimize``, ``sbc``, ``pfn``), ``probkit.models`` (``gp``, ``nngp``, ``tucker``, ``dkf``,
+``fbnn``, ``mpnp``, ``pfn``, ``numpyro``; the family contract in ``probkit.models.base``),
+``probkit.bo`` and ``probkit.datasets``.
 ``probkit.load(path)`` reads back any saved model, network or checkpoint.
 """
 

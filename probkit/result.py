@@ -10,8 +10,8 @@ A :class:`Result` is a plain container of NumPy arrays grouped the way ArviZ gro
 * ``posterior_predictive``: ``{site: (chain, draw, *obs_shape)}``;
 * ``attrs``: free-form metadata (engine name, timings, settings).
 
-Engines that produce predictive moments rather than posterior draws (message passing,
-PFN) store draws of the predictive in ``posterior_predictive`` with one chain.
+Fitted models of every family build one in :meth:`probkit.models.base.Fitted.to_arviz`
+(independent draws split into ``num_chains`` chains, 4 by default).
 
 Examples
 --------

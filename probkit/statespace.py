@@ -38,7 +38,7 @@ Sums of kernels are block-diagonal SDEs, products are Kronecker-sum SDEs
 :math:`P_\infty = P_{\infty,1} \otimes P_{\infty,2}`).
 
 :func:`to_lgssm` turns (kernel, sorted times, noise variance) into the :class:`LGSSM` run by
-:func:`probkit.inference.message_passing.kalman_filter`: initial state ``(0, Pinf)`` and
+:func:`probkit.inference.kalman.kalman_filter`: initial state ``(0, Pinf)`` and
 ``dt_0 = 0`` (so :math:`A_0 = I`, :math:`Q_0 = 0`, predict-then-update at every step).
 
 This module is on floor 1: it imports nothing of probkit except ``_checks``.
@@ -93,7 +93,8 @@ class LGSSM(NamedTuple):
 
     The initial state is the state *before* the first step; every step predicts then updates.
     Each matrix is either time-invariant or has a leading time axis of length ``T``.
-    (Re-exported as :class:`probkit.inference.message_passing.LGSSM`.)
+    (The parameters taken by :func:`probkit.inference.kalman.kalman_filter` and
+    :func:`~probkit.inference.kalman.rts_smoother`.)
 
     Attributes
     ----------

@@ -333,9 +333,15 @@ class BayesOpt:
         Pass the same ``surrogate`` and ``acquisition`` as the saved run (defaults otherwise; a
         ``UserWarning`` says when their description differs from the saved one).
         """
-        state = json.loads(Path(path).read_text())
-        if state.get("version") != _VERSION:
-            raise ValueError(f"path: unsupported history version {state.get('version')!r}")
+        text = Path(path).read_text()
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"path: {str(path)!r} is not a saved BayesOpt run (damaged JSON: "
+                             f"{err})") from None
+        if not isinstance(state, dict) or state.get("version") != _VERSION:
+            version = state.get("version") if isinstance(state, dict) else None
+            raise ValueError(f"path: {str(path)!r} has unsupported history version {version!r}")
         key = jax.random.wrap_key_data(np.asarray(state["key"], dtype=np.uint32))
         opt = cls(state["bounds"], n_init=state["n_init"], surrogate=surrogate,
                   acquisition=acquisition, key=key, acq_options=state["acq_options"],

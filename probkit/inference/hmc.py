@@ -303,7 +303,7 @@ def _trace_model(model, key, args, kwargs):
 
 
 def _check_model(model, key, args, kwargs) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reject discrete latent sites and non-finite observations.
+    """Reject discrete latent sites and non-finite or empty observations.
 
     Returns the observed data and a prototype of the unconstrained latent values (their
     structure and shapes, needed to initialise inside compiled code).
@@ -320,6 +320,9 @@ def _check_model(model, key, args, kwargs) -> tuple[dict[str, np.ndarray], dict[
                     f"observed site {name!r}: contains NaN or inf at "
                     f"{int(np.sum(~np.isfinite(value)))} entries; remove or impute them "
                     "(HMC needs a finite likelihood)")
+            if value.size == 0 and not isinstance(site["fn"], numpyro.distributions.Unit):
+                raise ValueError(f"observed site {name!r}: is empty (shape {value.shape}); with "
+                                 "no data NUTS would sample the prior without a word")
             observed[name] = value
         elif getattr(site["fn"], "support", None) is not None and site["fn"].support.is_discrete:
             if site["infer"].get("enumerate"):

@@ -96,6 +96,10 @@ def test_resume_gives_same_next_point(tmp_path):
     opt.tell(a, np.asarray(p(a)))
     resumed.tell(b, np.asarray(p(b)))
     np.testing.assert_array_equal(opt.ask(2), resumed.ask(2))
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(path.read_text()[:-20])
+    with pytest.raises(ValueError, match="damaged.json.*damaged JSON"):
+        bo.BayesOpt.load(damaged)
 
 
 def test_ask_batch_inside_bounds():

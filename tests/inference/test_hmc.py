@@ -203,3 +203,8 @@ def test_nan_in_observed_data_names_site():
     y = jnp.array([0.0, jnp.nan, 1.0])
     with pytest.raises(ValueError, match="observed site 'y'.*NaN"):
         hmc.run(normal_known_sigma, y=y, key=jax.random.key(0), progress_bar=False)
+
+
+def test_empty_observed_data_names_site():
+    with pytest.raises(ValueError, match="observed site 'y'.*empty"):
+        hmc.run(normal_known_sigma, y=jnp.zeros(0), key=jax.random.key(0), progress_bar=False)

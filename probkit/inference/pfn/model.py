@@ -4,7 +4,8 @@ r"""A trained PFN: network, bar borders and normalisation; prediction, save and 
 a :class:`PFNConfig` (sizes, input box, output normalisation, the prior it was trained on).
 ``pfn.predict(x_train, y_train, x_test)`` is one forward pass and returns a
 :class:`BarPrediction`: the posterior predictive of ``y`` at each test input, with log density,
-mean, variance, quantiles, samples and an ArviZ ``posterior_predictive`` group.
+CDF, mean, variance, quantiles, log expected improvement and samples (a NumPyro
+``Distribution``); ArviZ data come from the family, :class:`probkit.models.pfn.Regressor`.
 
 Normalisation (applied identically in training and prediction):
 
@@ -16,7 +17,7 @@ Normalisation (applied identically in training and prediction):
   Densities are mapped back with the Jacobian :math:`1/\text{scale}`.
 
 Files: the one probkit format (:mod:`probkit._io`: a JSON header with the configuration and the
-training metadata, then :func:`equinox.tree_serialise_leaves` bytes); ``pfn.save(path, **meta)``
+training metadata, then :func:`equinox.tree_serialise_leaves` bytes); ``pfn.save(path, **metadata)``
 and ``probkit.load(path)``. A reloaded model predicts bit-for-bit the same.
 
 Examples

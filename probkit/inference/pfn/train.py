@@ -47,7 +47,7 @@ class TrainResult(NamedTuple):
     """What :func:`train` returns."""
 
     pfn: PFN
-    losses: np.ndarray  # mean loss per dispatch of ``steps_per_call`` steps
+    losses: np.ndarray  # mean loss per dispatch of ``steps_per_dispatch`` steps
     steps: int
     seconds: float
 

@@ -196,7 +196,7 @@ def dkf_filter(dynamics: DynamicsParams, f, Q, *, robust: bool = False, pd_fix: 
     Parameters
     ----------
     dynamics : DynamicsParams
-        ``A``, ``G``, ``S`` (see :func:`make_dynamics` / :func:`fit_dynamics`).
+        ``A``, ``G``, ``S`` (see :func:`make_dynamics` / :func:`~probkit.models.dkf.fit_dynamics`).
     f : array (T, D) or (B, T, D)
         :math:`f(x_t)` per step (and trial); a row of NaN marks a missing observation
         (the update is skipped: predict only).

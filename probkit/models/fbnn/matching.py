@@ -389,7 +389,7 @@ def match_prior(prior, template: MLP, target: GPTarget, x, *, key: Array, num_st
     prior : GaussianPrior or InvGammaPrior
         Initial prior (its array leaves are optimised).
     template : MLP
-        Architecture (:func:`mlp_template`).
+        Architecture (:func:`~probkit.models.fbnn.mlp_template`).
     target : GPTarget
         Target GP prior.
     x : array of shape (n, d)

@@ -253,7 +253,7 @@ class FBNN(Family):
         variance ~ InvGamma(1, 1) (FH); ``"gaussian"``/``"invgamma"``: these families matched
         to ``target`` at every fit (GPiG/GPiH, starting from N(0, 1) and InvGamma(3, 3)); a
         :class:`GaussianPrior` or :class:`InvGammaPrior` instance (e.g. from :meth:`match` or
-        :func:`load_prior`) is used as it is.
+        :func:`~probkit.models.fbnn.load_prior`) is used as it is.
     target : GPTarget, optional
         Target GP prior on the standardised inputs (default :func:`uci_target`).
     noise_var : float
