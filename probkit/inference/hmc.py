@@ -59,6 +59,7 @@ from numpyro.infer.util import (
 )
 
 from probkit._checks import check_key, check_positive_int
+from probkit.inference.progress import ProgressBar, progress_tick
 from probkit.result import Result
 
 __all__ = [
@@ -165,15 +166,6 @@ def window_adaptation_update(state: AdaptationState, stage: jax.Array, window_en
                            mm_state.inverse_mass_matrix)
 
 
-def _progress_tick(i, rate: int, offset: int):
-    """Emit a host callback every ``rate`` steps (used to drive the tqdm bar)."""
-
-    def emit(step):
-        jax.debug.callback(_ProgressBar.advance, step)
-
-    jax.lax.cond((i + 1) % rate == 0, emit, lambda _: None, i + 1 + offset)
-
-
 def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmup: int,
                  num_samples: int, dense_mass: bool = False, target_accept: float = 0.8,
                  max_tree_depth: int = 10, thinning: int = 1,
@@ -225,7 +217,7 @@ def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmu
             ad = window_adaptation_update(ad, stage, end.astype(bool), st.position,
                                           info.acceptance_rate, **adapt_kw)
             if progress_rate:
-                _progress_tick(i, progress_rate, 0)
+                progress_tick(i, progress_rate, 0)
             return (st, ad), None
 
         xs = (jnp.arange(num_warmup), jax.random.split(key_warm, num_warmup),
@@ -248,7 +240,7 @@ def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmu
         st, info = jax.lax.scan(transition, st, keys)
         last = jax.tree.map(lambda a: a[-1], info)
         if progress_rate:
-            _progress_tick(i, max(progress_rate // thinning, 1), num_warmup // thinning)
+            progress_tick(i, max(progress_rate // thinning, 1), num_warmup // thinning)
         out = ChainDraws(st.position, st.logdensity, last.is_divergent, last.acceptance_rate,
                          last.energy, last.num_integration_steps,
                          last.num_trajectory_expansions, step_size)
@@ -263,33 +255,6 @@ def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmu
 # --------------------------------------------------------------------------------------------
 # Progress bar driven from inside compiled code
 # --------------------------------------------------------------------------------------------
-
-
-class _ProgressBar:
-    """A tqdm bar advanced by host callbacks; the compiled code only emits step counts."""
-
-    bar = None
-
-    @classmethod
-    def advance(cls, step):
-        if cls.bar is not None:
-            step = int(step)
-            if step > cls.bar.n:
-                cls.bar.update(step - cls.bar.n)
-
-    @classmethod
-    def open(cls, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        cls.bar = tqdm(total=total, desc=desc, leave=True)
-
-    @classmethod
-    def close(cls):
-        if cls.bar is not None:
-            cls.bar.n = cls.bar.total
-            cls.bar.refresh()
-            cls.bar.close()
-        cls.bar = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,14 +581,14 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
     chain_keys = _split(key_chains, num_chains)
     start = time.perf_counter()
     if progress_bar:
-        _ProgressBar.open(total // thinning if thinning > 1 else total,
+        ProgressBar.open(total // thinning if thinning > 1 else total,
                           f"NUTS {num_chains} chains")
     try:
         draws, adapt, constrained, loglik = program(chain_keys, z0, dynamic)
         draws = jax.block_until_ready(draws)
     finally:
         if progress_bar:
-            _ProgressBar.close()
+            ProgressBar.close()
     seconds = time.perf_counter() - start
     n_keep = num_samples // thinning
     stats = {

@@ -185,7 +185,8 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
         Update direction without the learning rate (default Adam).
     steps_per_dispatch : int
         Steps per compiled ``lax.scan`` (also the granularity of the bar, checkpoints and the
-        time budget; ``num_steps`` is rounded up to a multiple of it).
+        time budget). With ``num_steps`` it is lowered to the largest divisor of ``num_steps``
+        not above it, so that exactly ``num_steps`` steps run.
     progress_bar : bool
         tqdm bar with the running loss.
     desc : str
@@ -223,8 +224,9 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
     else:
         check_positive("learning_rate", learning_rate)
         schedule = Constant(jnp.asarray(learning_rate, jnp.float32))
-    if steps_per_dispatch > (num_steps or steps_per_dispatch):
-        steps_per_dispatch = num_steps
+    if num_steps is not None:  # exactly num_steps steps: the largest chunk that divides them
+        steps_per_dispatch = max(c for c in range(1, min(num_steps, steps_per_dispatch) + 1)
+                                 if num_steps % c == 0)
     train, static = eqx.partition(params, eqx.is_inexact_array)
     opt_state = transform.init(train)
     step = 0
@@ -244,7 +246,6 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
         step, key = int(ck.step), ck.key
 
     total = num_steps if num_steps is not None else 10**9
-    total = -(-total // steps_per_dispatch) * steps_per_dispatch
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm

@@ -71,7 +71,7 @@ from numpyro.infer.util import (
 )
 
 from probkit._checks import check_choice, check_key, check_positive, check_positive_int
-from probkit.inference.hmc import _progress_tick, _ProgressBar
+from probkit.inference.progress import ProgressBar, progress_tick
 from probkit.result import Result
 
 __all__ = ["AdaptState", "SGMCMCState", "METHODS", "init", "step", "adapt_init", "adapt_update",
@@ -194,7 +194,7 @@ def sample(key: Array, position, grad_fn: Callable, *, num_warmup: int, num_samp
             aux_ = jax.lax.cond(gibbs_now, lambda: gibbs_fn(k_gibbs, state.position, aux_),
                                 lambda: aux_)
         if progress_rate:
-            _progress_tick(i, progress_rate, 0)
+            progress_tick(i, progress_rate, 0)
         return (state, aux_), None
 
     k_warm, k_keep = jax.random.split(key)
@@ -343,12 +343,12 @@ def run(model: Callable, *data, key: Array, batch_size: int, num_warmup: int = 1
 
     start = time.perf_counter()
     if progress_bar:
-        _ProgressBar.open(total, f"{method.upper()} {num_chains} chains")
+        ProgressBar.open(total, f"{method.upper()} {num_chains} chains")
     try:
         posterior = jax.block_until_ready(chains(jax.random.split(k_chains, num_chains), z0))
     finally:
         if progress_bar:
-            _ProgressBar.close()
+            ProgressBar.close()
     seconds = time.perf_counter() - start
     observed, loglik = {}, {}
     trace = numpyro.handlers.trace(numpyro.handlers.seed(model, k_init)).get_trace(

@@ -52,7 +52,7 @@ from probkit._checks import (
     check_regression_data,
 )
 from probkit.inference import sgmcmc
-from probkit.inference.hmc import _ProgressBar
+from probkit.inference.progress import ProgressBar
 from probkit.kernels import RBF
 from probkit.models.base import Family, Fitted, check_inputs
 from probkit.models.fbnn.matching import GPTarget, PriorFit, match_prior
@@ -402,7 +402,7 @@ class FBNN(Family):
         yp = jnp.zeros((cap,), jnp.float32).at[:n].set(ys)
         total = self.num_warmup + self.num_samples * self.thinning
         if progress_bar:
-            _ProgressBar.open(total, f"fBNN SGHMC {self.num_chains} chains")
+            ProgressBar.open(total, f"fBNN SGHMC {self.num_chains} chains")
         try:
             out = _sghmc_jit(
                 prior, template, xp, yp, jnp.int32(n), jax.random.split(key, self.num_chains),
@@ -413,7 +413,7 @@ class FBNN(Family):
             return jax.block_until_ready(out)
         finally:
             if progress_bar:
-                _ProgressBar.close()
+                ProgressBar.close()
 
     def _nuts(self, prior, template, xs, ys, key, progress_bar):
         from probkit.inference import hmc

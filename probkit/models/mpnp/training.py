@@ -180,10 +180,6 @@ def _prior_batch_loss(network: Network, key: Array, prior, batch_size: int, max_
                       num_samples)
 
 
-def _largest_divisor(n: int, at_most: int) -> int:
-    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
-
-
 def train(network: Network, prior, *, key: Array, num_steps: int | None = None,
           time_budget: float | None = None, batch_size: int = 100,
           learning_rate: float = 5e-4, num_samples: int = 4, max_points: int = 50,
@@ -213,8 +209,7 @@ def train(network: Network, prior, *, key: Array, num_steps: int | None = None,
         Points per task.
     steps_per_dispatch : int
         Steps per compiled ``lax.scan`` (task sampling included, so a GPU is not starved by
-        Python). With ``num_steps`` it is lowered to the largest divisor of ``num_steps`` not
-        above it, so that exactly ``num_steps`` steps run.
+        Python; :func:`probkit.inference.optimize.run` lowers it to a divisor of ``num_steps``).
     progress_bar : bool
         tqdm bar with the running loss.
     checkpoint : path, optional
@@ -234,7 +229,6 @@ def train(network: Network, prior, *, key: Array, num_steps: int | None = None,
     check_positive("learning_rate", learning_rate)
     if num_steps is not None:
         num_steps = check_positive_int("num_steps", num_steps)
-        steps_per_dispatch = _largest_divisor(num_steps, steps_per_dispatch)
     settings = {"kind": network.kind, "batch_size": batch_size,
                 "learning_rate": float(learning_rate), "num_samples": num_samples,
                 "max_points": max_points, "steps_per_dispatch": steps_per_dispatch}

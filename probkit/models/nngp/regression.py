@@ -171,10 +171,9 @@ def _scale_stage_loss(sub, key, kth, kfrozen, prior, sp, mask, kstatic, names, n
 
 def _adam(loss, theta, args, learning_rate, num_steps, progress_bar, desc):
     """Adam through :func:`probkit.inference.optimize.run` for exactly ``num_steps`` steps
-    (dispatched in the largest chunks of at most 25 steps that divide it); the parameters after
-    the chunk with the lowest mean loss are kept."""
-    chunk = max(c for c in range(1, 26) if num_steps % c == 0)
-    out = optimize.run(loss, theta, args=args, num_steps=num_steps, steps_per_dispatch=chunk,
+    (dispatched in chunks of at most 25 steps); the parameters after the chunk with the lowest
+    mean loss are kept."""
+    out = optimize.run(loss, theta, args=args, num_steps=num_steps, steps_per_dispatch=25,
                        learning_rate=optimize.Constant(jnp.asarray(learning_rate, jnp.float64)),
                        keep_best=True, progress_bar=progress_bar, desc=desc)
     return out.params, out.losses
