@@ -126,13 +126,14 @@ def check_sorted(name: str, value, *, strict: bool = True) -> np.ndarray:
 
 
 def check_key(name: str, key) -> jax.Array:
-    """Raise ``TypeError``-free ``ValueError`` unless ``key`` is a JAX PRNG key.
+    """Raise ``TypeError``-free ``ValueError`` unless ``key`` is one JAX PRNG key.
 
-    Both new-style typed keys (``jax.random.key``) and raw ``uint32[2]`` keys
-    (``jax.random.PRNGKey``) are accepted.
+    Both new-style typed keys (``jax.random.key``, shape ``()``) and raw ``uint32[2]`` keys
+    (``jax.random.PRNGKey``) are accepted; an array of keys (``jax.random.split(key, n)``) is
+    not.
     """
     if isinstance(key, jax.Array | np.ndarray):
-        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
             return key
         if key.dtype == np.uint32 and key.shape == (2,):
             return jax.numpy.asarray(key)

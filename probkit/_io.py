@@ -99,9 +99,11 @@ def encode(value, leaves: list[np.ndarray]):
         kind = "numpy" if isinstance(value, np.ndarray | np.generic) else "jax"
         return {"__array__": len(leaves) - 1, "shape": list(arr.shape), "dtype": arr.dtype.str,
                 "kind": kind, "scalar": isinstance(value, np.generic)}
-    if isinstance(value, dist.transforms.Transform):  # e.g. inside an InverseGamma
+    if isinstance(value, dist.transforms.Transform | dist.constraints.Constraint):
+        # e.g. the ExpTransform of a LogNormal and its domain constraint: NumPyro pytrees
+        tag = "__transform__" if isinstance(value, dist.transforms.Transform) else "__constraint__"
         children, aux = value.tree_flatten()
-        return {"__transform__": _ref(type(value)),
+        return {tag: _ref(type(value)),
                 "children": [encode(c, leaves) for c in children], "aux": encode(aux, leaves)}
     if isinstance(value, type) or callable(value) and not isinstance(value, eqx.Module
                                                                      | dist.Distribution):
@@ -161,9 +163,10 @@ def decode(spec, leaves: list[np.ndarray]):
     if "__object__" in spec:
         fields = {k: decode(v, leaves) for k, v in spec["fields"].items()}
         return _new(_resolve(spec["__object__"]), fields)
-    if "__transform__" in spec:
-        return _resolve(spec["__transform__"]).tree_unflatten(
-            decode(spec["aux"], leaves), tuple(decode(c, leaves) for c in spec["children"]))
+    for tag in ("__transform__", "__constraint__"):
+        if tag in spec:
+            return _resolve(spec[tag]).tree_unflatten(
+                decode(spec["aux"], leaves), tuple(decode(c, leaves) for c in spec["children"]))
     if "__namedtuple__" in spec:
         return _resolve(spec["__namedtuple__"])(*[decode(v, leaves) for v in spec["fields"]])
     if "__distribution__" in spec:

@@ -14,6 +14,7 @@ from jax.scipy.special import gammaln
 from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 
+from probkit._checks import as_array, check_key, check_positive
 from probkit.inference.kalman import kalman_filter
 from probkit.statespace import as_sde, check_times, sample_lgssm, to_lgssm
 
@@ -127,6 +128,15 @@ class StateSpaceGP(dist.Distribution):
     parallel : bool
         Associative-scan filter (for accelerators).
 
+    Raises
+    ------
+    ValueError
+        Naming the argument: ``times`` not 1-D, empty, non-finite, unsorted or duplicated;
+        ``noise`` of the wrong shape or (when concrete) not finite and positive; a ``kernel``
+        without a state-space form; in :meth:`log_prob`, a ``value`` whose trailing dimension
+        is not ``T`` or that is not numeric; in :meth:`sample`, a ``key`` that is not a PRNG
+        key. Traced values are not checked.
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp, numpyro
@@ -153,6 +163,8 @@ class StateSpaceGP(dist.Distribution):
         self.times = jnp.asarray(times)
         if not jnp.issubdtype(self.times.dtype, jnp.floating):
             self.times = self.times.astype(jnp.result_type(float))
+        if not isinstance(noise, jax.core.Tracer):
+            check_positive("noise", noise)
         self.noise = jnp.asarray(noise)
         T = self.times.shape[0]
         if self.noise.ndim > 1 or (self.noise.ndim == 1 and self.noise.shape[0] != T):
@@ -175,20 +187,23 @@ class StateSpaceGP(dist.Distribution):
         return mask
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
+        if not isinstance(value, jax.core.Tracer):
+            value = as_array("value", value)
         value = jnp.asarray(value)
         T = self.event_shape[0]
         if value.shape[-1:] != (T,):
             raise ValueError(f"value: expected trailing shape ({T},), got {value.shape}")
+        if self._validate_args:
+            self._validate_sample(value)
         params = self._params()
         batch = value.shape[:-1]
         flat = value.reshape((-1, T, 1))
-        ll = jax.vmap(lambda y: kalman_filter(params, y,
-                                              parallel=self.parallel).log_likelihood)(flat)
+        ll = jax.vmap(lambda y: kalman_filter(params, y, parallel=self.parallel,
+                                              validate=False).log_likelihood)(flat)
         return ll.reshape(batch)
 
     def sample(self, key, sample_shape=()):
+        key = check_key("key", key)
         T = self.event_shape[0]
         params = self._params()
         n = 1

@@ -47,6 +47,17 @@ __all__ = ["Kernel", "Stationary", "RBF", "Matern12", "Matern32", "Matern52", "P
 _TINY = 1e-36  # representable in float32 too
 
 
+def _is_concrete(value) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def _hyperparameter(name: str, value) -> Array:
+    """``value`` as an array, checked finite and positive unless it is traced."""
+    if _is_concrete(value):
+        check_positive(name, value)
+    return jnp.asarray(value)
+
+
 def as_2d(x: Array) -> Array:
     """View 1-D inputs ``(n,)`` as ``(n, 1)``; leave ``(n, d)`` unchanged."""
     x = jnp.asarray(x)
@@ -86,14 +97,21 @@ class Stationary(Kernel):
         Positive lengthscale(s) :math:`\\ell`.
     variance : float
         Positive output variance :math:`\\sigma^2`.
+
+    Raises
+    ------
+    ValueError
+        If a concrete (non-traced) hyperparameter is not finite and positive. Traced values
+        (a sampler's proposal inside a NumPyro model) are not checked: a bad proposal yields a
+        -inf or NaN log density, which the sampler rejects.
     """
 
     lengthscale: Array
     variance: Array
 
     def __init__(self, lengthscale=1.0, variance=1.0):
-        self.lengthscale = jnp.asarray(lengthscale)
-        self.variance = jnp.asarray(variance)
+        self.lengthscale = _hyperparameter("lengthscale", lengthscale)
+        self.variance = _hyperparameter("variance", variance)
 
     def profile(self, r: Array) -> Array:
         """Correlation as a function of the scaled distance ``r >= 0``."""
@@ -169,6 +187,12 @@ class Periodic(Kernel):
         Positive output variance :math:`\sigma^2`.
     period : float or array of shape (d,)
         Positive period(s) :math:`p`.
+
+    Raises
+    ------
+    ValueError
+        If a concrete hyperparameter is not finite and positive (traced values are not checked,
+        as for :class:`Stationary`).
     """
 
     lengthscale: Array
@@ -176,9 +200,9 @@ class Periodic(Kernel):
     period: Array
 
     def __init__(self, lengthscale=1.0, variance=1.0, period=1.0):
-        self.lengthscale = jnp.asarray(lengthscale)
-        self.variance = jnp.asarray(variance)
-        self.period = jnp.asarray(period)
+        self.lengthscale = _hyperparameter("lengthscale", lengthscale)
+        self.variance = _hyperparameter("variance", variance)
+        self.period = _hyperparameter("period", period)
 
     def __call__(self, x1: Array, x2: Array) -> Array:
         a, b = as_2d(x1), as_2d(x2)
@@ -198,10 +222,6 @@ _NNGP_ACTIVATIONS = ("relu", "erf")
 # erf: the arcsine argument 2c/sqrt((1+2q1)(1+2q2)) is < 1 for finite variances; it is clamped to
 # +-(1 - _ERF_CLAMP) so that its derivative 1/sqrt(1 - r^2) stays finite for huge variances.
 _ERF_CLAMP = 1e-12
-
-
-def _is_concrete(value) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
 
 
 @jax.custom_jvp
@@ -347,18 +367,12 @@ class NNGP(Kernel):
             raise ValueError(f"activation: expected one of {_NNGP_ACTIVATIONS}, "
                              f"got {activation!r}")
         self.activation = activation
-        for name, value in (("weight_variance", weight_variance),
-                            ("bias_variance", bias_variance),
-                            ("last_weight_variance", last_weight_variance)):
-            if _is_concrete(value):
-                check_positive(name, value)
-        self.weight_variance = jnp.asarray(weight_variance)
-        self.bias_variance = jnp.asarray(bias_variance)
-        self.last_weight_variance = jnp.asarray(last_weight_variance)
+        self.weight_variance = _hyperparameter("weight_variance", weight_variance)
+        self.bias_variance = _hyperparameter("bias_variance", bias_variance)
+        self.last_weight_variance = _hyperparameter("last_weight_variance", last_weight_variance)
         if input_weight_variance is not None:
-            if _is_concrete(input_weight_variance):
-                check_positive("input_weight_variance", input_weight_variance)
-            input_weight_variance = jnp.asarray(input_weight_variance)
+            input_weight_variance = _hyperparameter("input_weight_variance",
+                                                    input_weight_variance)
             if input_weight_variance.ndim > 1:
                 raise ValueError("input_weight_variance: expected a scalar or a vector of "
                                  f"length d, got shape {input_weight_variance.shape}")

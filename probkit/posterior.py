@@ -65,12 +65,13 @@ def _x64(*arrays) -> bool:
 
 
 def _numerics(method):
-    """Run ``method`` in float64 when the distribution's parameters are float64, then
+    """Run ``method`` in float64 when the distribution's parameters are float64 (and never turn
+    float64 off where the caller has it on: float64 arguments would be truncated), then
     :func:`export` the result (outside that context)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with jax.enable_x64(_x64(*self._params())):
+        with jax.enable_x64(jax.config.jax_enable_x64 or _x64(*self._params())):
             out = method(self, *args, **kwargs)
         return jax.tree_util.tree_map(export, out)
 

@@ -43,7 +43,13 @@ import numpyro.distributions as dist
 from jax import Array
 from numpyro.infer import Predictive
 
-from probkit._checks import check_key, check_positive, check_positive_int
+from probkit._checks import (
+    as_array,
+    check_finite,
+    check_key,
+    check_positive,
+    check_positive_int,
+)
 from probkit.kernels import RBF, Kernel, Matern12, Matern32, Matern52, Periodic
 
 __all__ = ["Datasets", "Prior", "GPPrior", "NumPyroPrior", "KERNELS"]
@@ -86,17 +92,39 @@ class Prior(Protocol):
 
 
 def _check_hyper(name: str, value: Hyper) -> Hyper:
+    """A positive number, or a scalar continuous NumPyro distribution supported on [0, inf)."""
     if isinstance(value, dist.Distribution):
+        sup = value.support
+        low = getattr(sup, "lower_bound", None)
+        ok = (not sup.is_discrete and value.batch_shape == () and value.event_shape == ()
+              and low is not None and not isinstance(low, jax.core.Tracer)
+              and bool(np.all(np.asarray(low) >= 0)))
+        if not ok:
+            raise ValueError(f"{name}: a hyperprior must be a scalar continuous distribution on "
+                             f"(0, inf); {type(value).__name__} has support {sup}")
         return value
-    check_positive(name, value)
-    return float(value)
+    arr = check_positive(name, value)
+    if arr.ndim:
+        raise ValueError(f"{name}: expected a positive number or a numpyro Distribution, got "
+                         f"shape {arr.shape}")
+    return float(arr)
 
 
 def _check_bounds(bounds) -> tuple[float, float]:
-    b = np.asarray(bounds, dtype=float)
+    b = as_array("bounds", bounds)
     if b.shape != (2,) or not np.all(np.isfinite(b)) or not b[0] < b[1]:
         raise ValueError(f"bounds: expected (low, high) with finite low < high, got {bounds!r}")
     return float(b[0]), float(b[1])
+
+
+def _check_x(x, input_dim: int) -> None:
+    """Concrete inputs of :meth:`_Sampler.sample_at`: finite, non-empty, ``(b, n, input_dim)``."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    arr = check_finite("x", as_array("x", x, ndim=3))
+    if arr.shape[-1] != input_dim:
+        raise ValueError(f"x: expected shape (num_datasets, num_points, {input_dim}), "
+                         f"got {arr.shape}")
 
 
 def _draw(value: Hyper, key: Array, shape: tuple[int, ...]) -> Array:
@@ -110,11 +138,20 @@ class _Sampler:
     for one dataset, and ``input_dim`` / ``bounds``; these methods vmap and jit it."""
 
     def sample_at(self, key: Array, x: Array) -> Datasets:
-        """Draw outputs at given inputs ``x`` ``(num_datasets, num_points, input_dim)``."""
-        return _sample_at(self, check_key("key", key), jnp.asarray(x))
+        """Draw outputs at given inputs ``x`` ``(num_datasets, num_points, input_dim)``.
+
+        Raises ``ValueError`` naming ``key`` or ``x`` for a non-key, or for concrete inputs of
+        another shape, empty or with NaN or inf (traced inputs are not checked).
+        """
+        key = check_key("key", key)
+        _check_x(x, self.input_dim)
+        return _sample_at(self, key, jnp.asarray(x))
 
     def sample(self, key: Array, num_datasets: int, num_points: int) -> Datasets:
-        """Draw ``num_datasets`` datasets of ``num_points`` points each."""
+        """Draw ``num_datasets`` datasets of ``num_points`` points each.
+
+        Raises ``ValueError`` naming ``key``, ``num_datasets`` or ``num_points``.
+        """
         key = check_key("key", key)
         num_datasets = check_positive_int("num_datasets", num_datasets)
         num_points = check_positive_int("num_points", num_points)
@@ -264,7 +301,15 @@ class GPPrior(_Sampler):
         mean, variance : Array
             ``(m,)`` each, the Gaussian predictive of noisy ``y`` (Student-t noise is not
             included: that predictive is not Gaussian).
+
+        Raises
+        ------
+        ValueError
+            ``params`` missing for a prior with hyperpriors; concrete ``x_train``, ``y_train``,
+            ``x_test`` of the wrong shapes, empty or with NaN or inf (traced values, as under
+            ``vmap``, are not checked).
         """
+        _check_predictive_data(x_train, y_train, x_test, self.input_dim)
         if params is None:
             if not self.is_fixed:
                 raise ValueError("params: required, this prior has hyperpriors")
@@ -279,6 +324,22 @@ class GPPrior(_Sampler):
         mean = kxs.T @ alpha
         var = k.diag(x_test) - jnp.sum(v**2, axis=0) + params["noise"] + _jitter(params)
         return mean, var
+
+
+def _check_predictive_data(x_train, y_train, x_test, input_dim: int) -> None:
+    shapes = {}
+    for name, value, ndim in (("x_train", x_train, 2), ("y_train", y_train, 1),
+                              ("x_test", x_test, 2)):
+        if isinstance(value, jax.core.Tracer):
+            shapes[name] = np.shape(value)
+            continue
+        arr = check_finite(name, as_array(name, value, ndim=ndim))
+        if ndim == 2 and arr.shape[1] != input_dim:
+            raise ValueError(f"{name}: expected shape (n, {input_dim}), got {arr.shape}")
+        shapes[name] = arr.shape
+    if shapes["x_train"][0] != shapes["y_train"][0]:
+        raise ValueError(f"x_train, y_train: lengths differ (x_train has "
+                         f"{shapes['x_train'][0]}, y_train has {shapes['y_train'][0]})")
 
 
 def _jitter(params: dict[str, Array]) -> Array:

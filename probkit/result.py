@@ -19,7 +19,7 @@ Examples
 >>> from probkit.result import Result
 >>> r = Result(posterior={"mu": np.random.default_rng(0).normal(size=(2, 100))})
 >>> idata = r.to_arviz()
->>> sorted(idata.groups())
+>>> group_names(idata)
 ['posterior']
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Result", "to_inference_data"]
+__all__ = ["Result", "group_names", "to_inference_data"]
 
 _GROUPS = ("posterior", "sample_stats", "log_likelihood", "posterior_predictive",
            "observed_data", "constant_data", "predictions", "predictions_constant_data")
@@ -143,6 +143,26 @@ def _attrs_for_netcdf(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def group_names(data) -> list[str]:
+    """Names of the groups of ArviZ data, on either major ArviZ version.
+
+    ArviZ 0.x ``InferenceData.groups()`` is a method returning names; ArviZ 1.x data is an
+    xarray ``DataTree`` whose ``groups`` is a tuple of paths (``"/"``, ``"/posterior"``, ...).
+    This returns the top-level names in both cases.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from probkit.result import Result, group_names
+    >>> group_names(Result(posterior={"mu": np.zeros((1, 5))}).to_arviz())
+    ['posterior']
+    """
+    groups = getattr(data, "groups", None)
+    if callable(groups):
+        return list(groups())
+    return list(data.children)
+
+
 def to_inference_data(groups: Mapping[str, Mapping[str, Any]], attrs: Mapping[str, Any]
                       | None = None):
     """Build ArviZ data from a plain dict of groups, on either major ArviZ version.
@@ -159,6 +179,6 @@ def to_inference_data(groups: Mapping[str, Mapping[str, Any]], attrs: Mapping[st
         tree.attrs.update(meta)
         return tree
     idata = az.from_dict(**present)
-    for group in idata.groups():
+    for group in group_names(idata):
         getattr(idata, group).attrs.update(meta)
     return idata

@@ -19,13 +19,19 @@ import pytest
 import probkit
 from probkit import bo
 from probkit.models.base import Family, Fitted
+from probkit.result import group_names
 from tests import contract_cases
 
 CASES = []
 for info in pkgutil.iter_modules(contract_cases.__path__):
     CASES.extend(importlib.import_module(f"tests.contract_cases.{info.name}").CASES)
-IDS = [c.name for c in CASES]
 _FITTED: dict[str, Fitted] = {}
+
+
+def params(cases):
+    """``cases`` as pytest parameters, each family in its own xdist group (so one worker fits it
+    once and reuses the fit for every contract step)."""
+    return [pytest.param(c, id=c.name, marks=pytest.mark.xdist_group(c.name)) for c in cases]
 
 
 def fitted(case) -> Fitted:
@@ -35,7 +41,7 @@ def fitted(case) -> Fitted:
     return _FITTED[case.name]
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_fit_returns_an_immutable_fitted_without_mutating_the_family(case):
     assert isinstance(case.family, Family)
     before = repr(case.family)
@@ -45,7 +51,7 @@ def test_fit_returns_an_immutable_fitted_without_mutating_the_family(case):
         model.some_field = 1
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_predict_moments_agree_with_samples_and_the_density(case):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no float64 truncation warnings
@@ -70,7 +76,7 @@ def test_predict_moments_agree_with_samples_and_the_density(case):
         assert abs(np.trapezoid(dens, grid) - 1.0) < 2e-3
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_posterior_over_f_is_no_wider_than_the_predictive(case):
     model = fitted(case)
     post, pred = model.posterior(case.x_new), model.predict(case.x_new)
@@ -80,13 +86,12 @@ def test_posterior_over_f_is_no_wider_than_the_predictive(case):
     assert s.shape == (16, len(case.x_new)) and np.all(np.isfinite(s))
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_to_arviz_groups_and_summary(case):
     import arviz as az
 
     idata = fitted(case).to_arviz(case.x_new, case.y_new, key=jax.random.key(3), num_samples=200)
-    groups = idata.groups() if callable(idata.groups) else idata.groups
-    names = {g.strip("/") for g in groups}
+    names = set(group_names(idata))
     assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data",
             "predictions", "predictions_constant_data"} <= names
     ll = np.asarray(idata.log_likelihood["y"])
@@ -94,7 +99,7 @@ def test_to_arviz_groups_and_summary(case):
     assert len(az.summary(idata)) > 0
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_save_load_is_bit_for_bit(case, tmp_path):
     model = fitted(case)
     path = model.save(tmp_path / f"{case.name}.pk", note="contract test")
@@ -109,7 +114,7 @@ def test_save_load_is_bit_for_bit(case, tmp_path):
     np.testing.assert_array_equal(np.asarray(a.sample(k, (3,))), np.asarray(b.sample(k, (3,))))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.box], ids=[c.name for c in CASES if c.box])
+@pytest.mark.parametrize("case", params(c for c in CASES if c.box))
 def test_three_bo_steps_with_the_family_as_surrogate(case):
     problem = bo.branin()
     res = bo.minimize(problem, problem.bounds, budget=7, n_init=4, key=jax.random.key(5),
@@ -133,7 +138,7 @@ def _bad_fits(case):
     yield "key", dict(x=x, y=y, key=0)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_bad_fit_inputs_raise_value_errors_naming_the_argument(case):
     for name, kwargs in _bad_fits(case):
         kwargs.setdefault("key", jax.random.key(0))
@@ -141,7 +146,7 @@ def test_bad_fit_inputs_raise_value_errors_naming_the_argument(case):
             case.family.fit(progress_bar=False, **kwargs, **case.fit_kwargs)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_bad_query_inputs_raise_value_errors(case):
     model = fitted(case)
     bad = np.array(case.x_new, dtype=float)
@@ -153,7 +158,7 @@ def test_bad_query_inputs_raise_value_errors(case):
         model.to_arviz(key=1)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", params(CASES))
 def test_damaged_and_newer_files_name_the_path(case, tmp_path):
     path = fitted(case).save(tmp_path / "m.pk")
     raw = path.read_bytes()

@@ -215,3 +215,27 @@ def test_nngp_normalized_relu_is_the_nngp_on_the_sphere():
 def test_nngp_rejects_bad_input_weight_variance(value):
     with pytest.raises(ValueError, match="^input_weight_variance"):
         NNGP(input_weight_variance=value)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: Matern32(-1.0, 1.0), "lengthscale"),
+    (lambda: RBF(0.0, 1.0), "lengthscale"),
+    (lambda: RBF(1.0, -2.0), "variance"),
+    (lambda: Matern52(float("nan"), 1.0), "lengthscale"),
+    (lambda: Matern12(jnp.array([1.0, -0.1]), 1.0), "lengthscale"),
+    (lambda: Matern32(1.0, float("inf")), "variance"),
+    (lambda: Periodic(1.0, 1.0, period=0.0), "period"),
+    (lambda: Periodic(-1.0, 1.0), "lengthscale"),
+])
+def test_concrete_bad_hyperparameters_raise_naming_them(make, name):
+    with pytest.raises(ValueError, match=f"^{name}: must be finite and positive"):
+        make()
+
+
+def test_traced_hyperparameters_stay_unchecked_inside_a_model():
+    # A sampler may propose any value; the kernel must still build under tracing (the model's
+    # prior support, not the kernel, rules the value out).
+    x = jnp.linspace(0.0, 1.0, 3)[:, None]
+    gram = jax.jit(lambda ls, var: Matern32(ls, var)(x, x))
+    np.testing.assert_allclose(gram(0.5, 2.0), Matern32(0.5, 2.0)(x, x), rtol=1e-6)
+    assert gram(-0.5, -1.0).shape == (3, 3)

@@ -49,15 +49,23 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import Array
 from jax.scipy.stats import norm
 
-from probkit._checks import check_positive, check_positive_int
+from probkit._checks import (
+    as_array,
+    check_finite,
+    check_key,
+    check_positive,
+    check_positive_int,
+)
 from probkit.special import log_h
 
 __all__ = ["log_h", "log_ei", "ei", "LogEI", "UCB", "QLogEI", "QUCB", "Thompson",
-           "AcquisitionResult", "optimize_acquisition"]
+           "AcquisitionResult", "check_acquisition", "optimize_acquisition"]
+
 
 def log_ei(mean: Array, variance: Array, best: Array) -> Array:
     """Log expected improvement below ``best`` of :math:`N(\\text{mean}, \\text{variance})`."""
@@ -160,6 +168,10 @@ class QUCB(eqx.Module):
     num_samples: int = eqx.field(static=True, default=128)
     kind = "mc"
 
+    def __check_init__(self):
+        check_positive("beta", self.beta)
+        check_positive_int("num_samples", self.num_samples)
+
     def __call__(self, posterior, best: Array, key: Array) -> Array:
         mu = posterior.mean
         f = posterior.sample(key, self.num_samples)
@@ -185,6 +197,19 @@ class Thompson(eqx.Module):
 
     def batch(self) -> Thompson:
         return self
+
+
+#: The ``kind`` of every acquisition :func:`optimize_acquisition` knows how to maximise.
+_KINDS = ("analytic", "mc", "thompson")
+
+
+def check_acquisition(acquisition):
+    """Raise ``ValueError`` naming ``acquisition`` unless it is one :func:`optimize_acquisition`
+    can maximise (its ``kind`` is known); return it."""
+    if getattr(acquisition, "kind", None) not in _KINDS:
+        raise ValueError("acquisition: expected LogEI, UCB, QLogEI, QUCB or Thompson, got "
+                         f"{type(acquisition).__name__}")
+    return acquisition
 
 
 class AcquisitionResult(NamedTuple):
@@ -273,13 +298,37 @@ def optimize_acquisition(acquisition, fitted, best, x_best, *, key, q: int = 1,
     -------
     AcquisitionResult
         ``x`` of shape ``(q, d)`` and the acquisition value.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, before anything is compiled: an ``acquisition`` that is none of
+        the above, a ``fitted`` without ``posterior``, a non-finite ``best``, an ``x_best`` that
+        is not a finite point of the unit cube, a non-key ``key``, ``q``, ``num_raw``,
+        ``num_restarts`` or ``num_steps`` below 1, a non-positive ``lr`` or a negative
+        ``local_scale``.
     """
+    check_acquisition(acquisition)
+    if not callable(getattr(fitted, "posterior", None)):
+        raise ValueError("fitted: expected a fitted surrogate with posterior(x) (see "
+                         f"probkit.bo.Fitted), got {type(fitted).__name__}")
+    best_arr = as_array("best", best, ndim=0)
+    if not np.isfinite(best_arr):
+        raise ValueError(f"best: must be finite, got {float(best_arr)}")
+    xb = check_finite("x_best", as_array("x_best", x_best, ndim=1))
+    if np.any((xb < -1e-9) | (xb > 1.0 + 1e-9)):
+        raise ValueError(f"x_best: must lie in the unit cube [0, 1]^d, got {xb.tolist()}")
+    key = check_key("key", key)
     q = check_positive_int("q", q)
+    num_raw = check_positive_int("num_raw", num_raw)
+    num_steps = check_positive_int("num_steps", num_steps)
+    check_positive("lr", lr)
+    check_positive("local_scale", local_scale, allow_zero=True)
     if q > 1 and acquisition.kind == "analytic":
         acquisition = acquisition.batch()
     num_restarts = min(check_positive_int("num_restarts", num_restarts), num_raw)
     with jax.enable_x64(True):
-        x_best = jnp.asarray(x_best, dtype=jnp.float64).reshape(1, 1, -1)[0]
+        x_best = jnp.asarray(xb, dtype=jnp.float64).reshape(1, 1, -1)[0]
         best = jnp.asarray(best, dtype=jnp.float64)
         return _optimize(acquisition, fitted, best, x_best, key, q, num_raw, num_restarts,
                          num_steps, lr, local_scale)

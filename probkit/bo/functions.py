@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from probkit._checks import check_positive_int
+from probkit._checks import as_array, check_finite, check_positive_int
 
 __all__ = ["Problem", "forrester", "branin", "hartmann6", "ackley", "levy", "PROBLEMS"]
 
@@ -78,7 +78,13 @@ class Problem:
         return int(self.bounds.shape[0])
 
     def __call__(self, x):
-        """Evaluate at ``x`` of shape ``(d,)`` (a scalar) or ``(n, d)`` (shape ``(n,)``)."""
+        """Evaluate at ``x`` of shape ``(d,)`` (a scalar) or ``(n, d)`` (shape ``(n,)``).
+
+        Raises ``ValueError`` naming ``x`` for another shape, and for concrete ``x`` that is
+        not numeric or holds NaN or inf (traced ``x`` is not checked).
+        """
+        if not isinstance(x, jax.core.Tracer):
+            check_finite("x", as_array("x", x, ndim=(1, 2)))
         x = jnp.asarray(x)
         if x.shape[-1] != self.dim or x.ndim not in (1, 2):
             raise ValueError(f"x: expected shape (d,) or (n, d) with d={self.dim}, got {x.shape}")
@@ -87,8 +93,9 @@ class Problem:
         return jax.vmap(self.fn)(x)
 
     def regret(self, value) -> np.ndarray:
-        """Simple regret ``value - optimum`` (non-negative up to rounding)."""
-        return np.asarray(value, dtype=np.float64) - self.optimum
+        """Simple regret ``value - optimum`` (non-negative up to rounding); ``ValueError``
+        naming ``value`` if it is not numeric."""
+        return as_array("value", value, dtype=None).astype(np.float64) - self.optimum
 
 
 def _forrester(x):

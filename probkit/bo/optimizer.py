@@ -41,8 +41,8 @@ import jax
 import numpy as np
 from scipy.stats import qmc
 
-from probkit._checks import as_array, check_key, check_positive_int
-from probkit.bo.acquisition import LogEI, optimize_acquisition
+from probkit._checks import as_array, check_key, check_positive, check_positive_int
+from probkit.bo.acquisition import LogEI, check_acquisition, optimize_acquisition
 from probkit.models.gp import GP
 
 __all__ = ["BayesOpt", "OptimizeResult", "minimize", "best_so_far", "plot_convergence"]
@@ -145,9 +145,21 @@ class BayesOpt:
         # probkit families show progress bars on long fits; one per BO step would be noise.
         params = inspect.signature(self.surrogate.fit).parameters
         self._fit_options = {"progress_bar": False} if "progress_bar" in params else {}
-        self.acquisition = LogEI() if acquisition is None else acquisition
+        self.acquisition = check_acquisition(LogEI() if acquisition is None else acquisition)
         self.key = _typed_key(key)
         self.acq_options = dict(acq_options or {})
+        allowed = ("num_raw", "num_restarts", "num_steps", "lr", "local_scale")
+        unknown = sorted(set(self.acq_options) - set(allowed))
+        if unknown:
+            raise ValueError(f"acq_options: unknown option(s) {unknown}; expected some of "
+                             f"{list(allowed)} (see probkit.bo.optimize_acquisition)")
+        for name in ("num_raw", "num_restarts", "num_steps"):
+            if name in self.acq_options:
+                check_positive_int(f"acq_options['{name}']", self.acq_options[name])
+        for name in ("lr", "local_scale"):
+            if name in self.acq_options:
+                check_positive(f"acq_options['{name}']", self.acq_options[name],
+                               allow_zero=name == "local_scale")
         self.progress_bar = bool(progress_bar)
         self.history: list[dict] = []
         self.n_asked = 0
@@ -317,6 +329,8 @@ class BayesOpt:
                 "key_impl": str(jax.random.key_impl(self.key)),
                 "n_asked": self.n_asked, "design_served": self.design_served,
                 "surrogate": repr(self.surrogate), "acquisition": repr(self.acquisition),
+                "surrogate_fingerprint": _fingerprint(self.surrogate),
+                "acquisition_fingerprint": _fingerprint(self.acquisition),
                 "acq_options": self.acq_options, "history": self.history}
 
     def save(self, path) -> Path:
@@ -331,7 +345,9 @@ class BayesOpt:
         """Resume from a file written by :meth:`save`.
 
         Pass the same ``surrogate`` and ``acquisition`` as the saved run (defaults otherwise; a
-        ``UserWarning`` says when their description differs from the saved one).
+        ``UserWarning`` says when their content differs from the saved one: compared by
+        :func:`probkit._io.fingerprint`, so equal configurations built in another process
+        match; objects that cannot be fingerprinted are compared by ``repr``).
         """
         text = Path(path).read_text()
         try:
@@ -347,7 +363,10 @@ class BayesOpt:
                   acquisition=acquisition, key=key, acq_options=state["acq_options"],
                   progress_bar=progress_bar)
         for name in ("surrogate", "acquisition"):
-            if repr(getattr(opt, name)) != state[name]:
+            saved, now = state.get(f"{name}_fingerprint"), _fingerprint(getattr(opt, name))
+            same = saved == now if saved is not None and now is not None else (
+                repr(getattr(opt, name)) == state[name])
+            if not same:
                 warnings.warn(f"{name}: differs from the saved run ({state[name]}); the next "
                               "points will differ from an uninterrupted run", UserWarning,
                               stacklevel=2)
@@ -355,6 +374,16 @@ class BayesOpt:
         opt.n_asked = int(state["n_asked"])
         opt.design_served = int(state["design_served"])
         return opt
+
+
+def _fingerprint(obj) -> str | None:
+    """Content hash of a surrogate or acquisition, or None for objects _io cannot describe."""
+    from probkit._io import fingerprint
+
+    try:
+        return fingerprint(obj)
+    except (TypeError, ValueError):
+        return None
 
 
 def minimize(objective: Callable, bounds, budget: int, n_init: int | None = None, *,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -311,7 +312,9 @@ def _diagnose_init(model, key, args, kwargs) -> str:
         if site["type"] != "sample":
             continue
         try:
-            lp = site["fn"].log_prob(site["value"])
+            with warnings.catch_warnings():  # NumPyro's out-of-support warning: reported below
+                warnings.simplefilter("ignore", UserWarning)
+                lp = site["fn"].log_prob(site["value"])
             if site.get("scale") is not None:
                 lp = lp * site["scale"]
             lp = jnp.sum(lp)
@@ -469,13 +472,9 @@ def _choose_devices(num_chains: int, chain_method: str):
     devices = jax.devices()
     n = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
     if n == 1 and len(devices) > 1:
-        import warnings
-
         warnings.warn(f"chain_method='parallel': num_chains={num_chains} does not split over "
                       f"{len(devices)} devices; running on one device", stacklevel=3)
     if len(devices) == 1:
-        import warnings
-
         warnings.warn("chain_method='parallel': only one JAX device is visible; chains run "
                       "vectorised on it (set XLA_FLAGS=--xla_force_host_platform_device_count=N "
                       "before importing JAX to use N CPU devices)", stacklevel=3)
@@ -541,9 +540,12 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
     Raises
     ------
     ValueError
-        For a non-key ``key``, ``num_samples < 1``, ``num_chains < 1``, a discrete latent
-        site, non-finite observed data, or a model whose initial log density is not finite
-        (each message names the argument or site).
+        For a non-key ``key`` (or an array of keys), ``num_samples < 1``, ``num_chains < 1``,
+        ``num_warmup < 0``, ``thinning`` or ``max_tree_depth`` out of range, an unknown
+        ``chain_method``, ``target_accept`` outside (0, 1), a ``model`` or ``init_strategy``
+        that is not callable, a discrete latent site, non-finite or empty observed data, or a
+        model whose initial log density is not finite (each message names the argument or
+        site).
     """
     key = check_key("key", key)
     num_samples = check_positive_int("num_samples", num_samples)
@@ -559,6 +561,9 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
         raise ValueError(f"target_accept: must lie in (0, 1), got {target_accept}")
     if not callable(model):
         raise ValueError(f"model: expected a callable NumPyro model, got {type(model).__name__}")
+    if not callable(init_strategy):
+        raise ValueError(f"init_strategy: expected a NumPyro init strategy (callable), got "
+                         f"{type(init_strategy).__name__}")
 
     key_check, key_init, key_chains = _split(key, 3)
     observed, prototype = _check_model(model, key_check, args, kwargs)

@@ -23,7 +23,9 @@ predicted; its log-likelihood term is 0).
 
 Parameters may be time-invariant (``A: (D, D)``) or time-varying (``A: (T, D, D)``), each
 independently.  All low-level functions are pure and jittable; shape errors are raised
-(from static shapes) as :class:`ValueError` naming the argument.  Batches of independent
+(from static shapes) as :class:`ValueError` naming the argument, and so are bad concrete
+values (inf in ``emissions``, non-finite parameters, a negative variance on the diagonal of
+``initial_cov`` or ``emission_cov``); traced values are not checked.  Batches of independent
 series: pass ``emissions`` of shape ``(B, T, P)`` (parameters shared), or
 ``jax.vmap(kalman_filter, in_axes=(LGSSM(0, 0, None, None, None, None), 0))`` etc. for
 batched parameters.
@@ -139,14 +141,44 @@ def _smoother_seq(params: LGSSM, filt: FilterResult) -> tuple[Array, Array, Arra
 # ----------------------------------------------------------------------------- public
 
 
+def _check_values(params: LGSSM, emissions) -> None:
+    """Eager checks of concrete inputs: numeric ``emissions`` without inf (NaN marks a missing
+    observation), finite parameters, non-negative variances on the diagonals of ``initial_cov``
+    and ``emission_cov``. Traced values (inside ``jit``/``vmap``) are skipped."""
+    from probkit._checks import as_array
+
+    if not isinstance(emissions, jax.core.Tracer):
+        y = as_array("emissions", emissions)
+        if np.any(np.isinf(y)):
+            raise ValueError(f"emissions: contains inf at {int(np.sum(np.isinf(y)))} entries "
+                             "(a missing observation is a row of NaN)")
+    if not isinstance(params, LGSSM):
+        return  # reported by the shape checks
+    for name in LGSSM._fields:
+        value = getattr(params, name)
+        if isinstance(value, jax.core.Tracer):
+            continue
+        arr = as_array(f"params.{name}", value)
+        bad = ~np.isfinite(arr)
+        if np.any(bad):
+            raise ValueError(f"params.{name}: contains NaN or inf at {int(np.sum(bad))} "
+                             "entries")
+        if name in ("initial_cov", "emission_cov") and arr.ndim >= 2:
+            diag = np.diagonal(arr, axis1=-2, axis2=-1)
+            if np.any(diag < 0):
+                raise ValueError(f"params.{name}: must be positive semi-definite, but a "
+                                 f"diagonal entry (a variance) is {float(diag.min()):.3g}")
+
+
 def _batched(fn, params, emissions, parallel):
     emissions = jnp.asarray(emissions)
     if emissions.ndim == 3:
-        return jax.vmap(lambda y: fn(params, y, parallel=parallel))(emissions)
+        return jax.vmap(lambda y: fn(params, y, parallel=parallel, validate=False))(emissions)
     return None
 
 
-def kalman_filter(params: LGSSM, emissions: Array, *, parallel: bool = False) -> FilterResult:
+def kalman_filter(params: LGSSM, emissions: Array, *, parallel: bool = False,
+                  validate: bool = True) -> FilterResult:
     r"""Kalman filter with missing observations (NaN rows) and the log marginal likelihood.
 
     Predict :math:`m^-_t = A_t m_{t-1}`, :math:`P^-_t = A_t P_{t-1} A_t^\top + Q_t`; update
@@ -165,6 +197,8 @@ def kalman_filter(params: LGSSM, emissions: Array, *, parallel: bool = False) ->
     parallel : bool
         Use the associative-scan (parallel-in-time) filter of Särkkä & García-Fernández
         (2021) instead of ``lax.scan``. Same result to rounding; faster on GPU for long T.
+    validate : bool
+        Check concrete values eagerly (see Raises); traced values are never checked.
 
     Returns
     -------
@@ -174,7 +208,9 @@ def kalman_filter(params: LGSSM, emissions: Array, *, parallel: bool = False) ->
     Raises
     ------
     ValueError
-        If a shape is inconsistent (the message names the argument).
+        If a shape is inconsistent, ``params`` is not an :class:`LGSSM`, ``emissions`` is not
+        numeric or holds inf, a parameter holds NaN or inf, or ``initial_cov`` or
+        ``emission_cov`` has a negative diagonal entry (the message names the argument).
 
     Examples
     --------
@@ -185,6 +221,8 @@ def kalman_filter(params: LGSSM, emissions: Array, *, parallel: bool = False) ->
     >>> round(float(kalman_filter(p, jnp.zeros((1, 1))).log_likelihood), 5)  # log N(0; 0, 2)
     -1.26551
     """
+    if validate:
+        _check_values(params, emissions)
     out = _batched(kalman_filter, params, emissions, parallel)
     if out is not None:
         return out
@@ -192,7 +230,8 @@ def kalman_filter(params: LGSSM, emissions: Array, *, parallel: bool = False) ->
     return (_filter_par if parallel else _filter_seq)(params, emissions, mask)
 
 
-def rts_smoother(params: LGSSM, emissions: Array, *, parallel: bool = False) -> SmootherResult:
+def rts_smoother(params: LGSSM, emissions: Array, *, parallel: bool = False,
+                 validate: bool = True) -> SmootherResult:
     r"""Kalman filter followed by the Rauch-Tung-Striebel smoother.
 
     Backward pass: :math:`G_t = P_t A_{t+1}^\top (P^-_{t+1})^{-1}`,
@@ -202,12 +241,17 @@ def rts_smoother(params: LGSSM, emissions: Array, *, parallel: bool = False) -> 
 
     Parameters
     ----------
-    params, emissions, parallel
+    params, emissions, parallel, validate
         As for :func:`kalman_filter` (``parallel`` applies to both passes).
 
     Returns
     -------
     SmootherResult
+
+    Raises
+    ------
+    ValueError
+        As :func:`kalman_filter`.
 
     Examples
     --------
@@ -218,6 +262,8 @@ def rts_smoother(params: LGSSM, emissions: Array, *, parallel: bool = False) -> 
     >>> rts_smoother(p, jnp.ones((5, 1))).smoothed_cov.shape
     (5, 1, 1)
     """
+    if validate:
+        _check_values(params, emissions)
     out = _batched(rts_smoother, params, emissions, parallel)
     if out is not None:
         return out
@@ -227,8 +273,19 @@ def rts_smoother(params: LGSSM, emissions: Array, *, parallel: bool = False) -> 
     return SmootherResult(*filt, ms, Ps, cross)
 
 
-def log_marginal_likelihood(params: LGSSM, emissions: Array, *, parallel: bool = False) -> Array:
+def log_marginal_likelihood(params: LGSSM, emissions: Array, *, parallel: bool = False,
+                            validate: bool = True) -> Array:
     """:math:`\\log p(y_{0:T-1})` by the Kalman filter (NaN rows marginalised out).
+
+    Parameters
+    ----------
+    params, emissions, parallel, validate
+        As for :func:`kalman_filter`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`kalman_filter`.
 
     Examples
     --------
@@ -239,7 +296,7 @@ def log_marginal_likelihood(params: LGSSM, emissions: Array, *, parallel: bool =
     >>> round(float(log_marginal_likelihood(p, jnp.zeros((1, 1)))), 5)
     -1.26551
     """
-    return kalman_filter(params, emissions, parallel=parallel).log_likelihood
+    return kalman_filter(params, emissions, parallel=parallel, validate=validate).log_likelihood
 
 
 # ----------------------------------------------------------------------------- state-space GP
@@ -288,7 +345,7 @@ def _gp_posterior(sde, times, y, noise, test_times, parallel):
     # Observation-free test points get a placeholder noise of 1 (their rows are NaN: skipped).
     nm = jnp.ones((T,), dtype).at[itrain].set(noise)
     params = to_lgssm(sde, merged, nm, validate=False)
-    res = rts_smoother(params, ym[:, None], parallel=parallel)
+    res = rts_smoother(params, ym[:, None], parallel=parallel, validate=False)
     H = params.emission_matrix
     mean = (res.smoothed_mean @ H.T)[:, 0]
     var = jnp.einsum("pd,tde,pe->t", H, res.smoothed_cov, H)

@@ -96,6 +96,12 @@ class WarmupCosine(eqx.Module):
     The warm-up length :math:`w` is ``warmup_steps`` if given, else ``warmup_fraction`` of the
     total :math:`T` (recomputed when a time budget moves the total). A pytree: new rates do not
     recompile.
+
+    Raises
+    ------
+    ValueError
+        ``peak`` not finite and positive, ``warmup_fraction`` or ``final_fraction`` outside
+        [0, 1], ``warmup_steps`` not an integer >= 1.
     """
 
     peak: Array
@@ -106,6 +112,11 @@ class WarmupCosine(eqx.Module):
     def __init__(self, peak: float, warmup_fraction: float = 0.05, final_fraction: float = 0.01,
                  warmup_steps: int | None = None):
         check_positive("peak", peak)
+        for name, value in (("warmup_fraction", warmup_fraction),
+                            ("final_fraction", final_fraction)):
+            arr = check_positive(name, value, allow_zero=True)
+            if arr.ndim or arr > 1:
+                raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
         self.peak = jnp.asarray(peak, jnp.float32)
         self.warmup_fraction = jnp.asarray(warmup_fraction, jnp.float32)
         self.final_fraction = jnp.asarray(final_fraction, jnp.float32)
@@ -142,6 +153,21 @@ def _chunk(loss, transform, schedule, params, static, opt_state, key, step, tota
     (params, opt_state, key, _), values = jax.lax.scan(
         one, (params, opt_state, key, step), None, length=length)
     return params, opt_state, key, jnp.mean(values), jnp.all(jnp.isfinite(values))
+
+
+def _check_params(params) -> None:
+    """``params`` must hold at least one floating-point array, and its concrete ones are finite."""
+    leaves = [v for v in jax.tree_util.tree_leaves(params) if eqx.is_inexact_array(v)]
+    if not leaves:
+        raise ValueError(f"params: no floating-point array to train in {type(params).__name__} "
+                         "(give the initial parameters as arrays, a NamedTuple or a Module)")
+    for i, v in enumerate(leaves):
+        if isinstance(v, jax.core.Tracer):
+            continue
+        bad = ~np.isfinite(np.asarray(v))
+        if np.any(bad):
+            raise ValueError(f"params: array {i} (shape {tuple(v.shape)}) contains NaN or inf at "
+                             f"{int(np.sum(bad))} entries")
 
 
 def _same_structure(name: str, like, saved, path):
@@ -205,10 +231,20 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
 
     Raises
     ------
+    ValueError
+        Naming the argument: a ``loss`` that is not callable; ``params`` without a
+        floating-point array to train, or with NaN or inf in one; a non-key ``key``; neither or
+        both of ``num_steps`` and ``time_budget``, or one out of range; a non-positive
+        ``learning_rate``; ``steps_per_dispatch`` or ``checkpoint_every`` below 1; a
+        checkpoint written with other settings or another structure.
     FloatingPointError
         If the loss becomes NaN or infinite (the parameters before that dispatch are kept in the
         checkpoint, if any).
     """
+    if not callable(loss):
+        raise ValueError(f"loss: expected a callable loss(params, key, *args), got "
+                         f"{type(loss).__name__}")
+    _check_params(params)
     if key is not None:
         key = check_key("key", key)
     if (num_steps is None) == (time_budget is None):

@@ -70,7 +70,13 @@ from numpyro.infer.util import (
     potential_energy,
 )
 
-from probkit._checks import check_choice, check_key, check_positive, check_positive_int
+from probkit._checks import (
+    as_array,
+    check_choice,
+    check_key,
+    check_positive,
+    check_positive_int,
+)
 from probkit.inference.progress import ProgressBar, progress_tick
 from probkit.result import Result
 
@@ -252,6 +258,7 @@ def potential_fn(model: Callable, data_size: int, model_kwargs: dict | None = No
 
 
 def _check_data(data) -> int:
+    """Rows ``N`` shared by the data arguments; each must be numeric and finite."""
     if not data:
         raise ValueError("data: give the model's data arrays (a shared leading axis of rows)")
     sizes = {np.shape(a)[0] if np.ndim(a) else None for a in data}
@@ -261,6 +268,12 @@ def _check_data(data) -> int:
     n = sizes.pop()
     if n == 0:
         raise ValueError("data: empty (0 rows)")
+    for i, a in enumerate(data):
+        arr = as_array(f"data[{i}]", a)
+        bad = ~np.isfinite(arr)
+        if np.any(bad):
+            raise ValueError(f"data[{i}]: contains NaN or inf at {int(np.sum(bad))} entries; a "
+                             "minibatched likelihood needs finite data (remove or impute them)")
     return n
 
 
@@ -298,6 +311,15 @@ def run(model: Callable, *data, key: Array, batch_size: int, num_warmup: int = 1
     Result
         Constrained draws ``(chain, draw, ...)`` of every latent and deterministic site (the
         deterministic ones evaluated on the full data), observed data, log-likelihood.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: a non-key ``key``; no ``data``, data arguments of different
+        lengths, empty, non-numeric or with NaN or inf (``data[i]``); ``batch_size``,
+        ``num_warmup``, ``num_samples``, ``thinning``, ``num_chains`` not integers in range;
+        a non-positive ``step_size`` or ``mdecay``; an unknown ``method``; a ``model`` or
+        ``init_strategy`` that is not callable.
     """
     key = check_key("key", key)
     n = _check_data(data)
@@ -311,6 +333,9 @@ def run(model: Callable, *data, key: Array, batch_size: int, num_warmup: int = 1
     check_choice("method", method, METHODS)
     if not callable(model):
         raise ValueError(f"model: expected a callable NumPyro model, got {type(model).__name__}")
+    if not callable(init_strategy):
+        raise ValueError(f"init_strategy: expected a NumPyro init strategy (callable), got "
+                         f"{type(init_strategy).__name__}")
     data = tuple(jnp.asarray(a) for a in data)
     k_init, k_chains = jax.random.split(key)
     info = initialize_model(jax.random.split(k_init, num_chains), model, model_args=data,

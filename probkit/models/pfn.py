@@ -53,7 +53,9 @@ class PFNFitted(Fitted):
     def _check(self, x):
         if isinstance(x, jax.core.Tracer):
             return x
-        return check_inputs("x", x, self.x.shape[1])
+        x = check_inputs("x", x, self.x.shape[1])
+        self.conditioned.pfn.check_range("x", x)
+        return x
 
     def predict(self, x) -> BarPrediction:
         """Bar distributions of ``y`` at ``x`` ``(m, d)``."""
@@ -87,6 +89,14 @@ class Regressor(Family):
         outputs standardised per dataset) or a user-trained :class:`PFN`.
     engine : {"amortised"}
         One forward pass of the transformer.
+
+    Raises
+    ------
+    ValueError
+        From ``fit`` and ``predict``: inputs outside the box the network was trained on
+        (``pfn.config.x_bounds``, ``[0, 1]`` for the shipped ones), or, for a network trained in
+        fixed output units, ``y`` outside its predictive's range. Rescale first (the BO loop
+        works in the unit cube and standardises ``y`` itself).
     """
 
     name = "pfn"
@@ -109,6 +119,8 @@ class Regressor(Family):
         check_key("key", key)
         x, y = check_regression_data(x, y)
         pfn = self.network()
+        pfn.check_range("x", x)
+        pfn.check_output_range("y", y)
         conditioned = pfn.condition(x, y)
         xp, yp = np.zeros((pfn.config.max_points, x.shape[1])), np.zeros(pfn.config.max_points)
         xp[: len(x)], yp[: len(y)] = x, y

@@ -102,6 +102,28 @@ def test_resume_gives_same_next_point(tmp_path):
         bo.BayesOpt.load(damaged)
 
 
+def test_resume_compares_surrogates_by_content_not_repr(tmp_path):
+    # A surrogate whose repr holds addresses (NumPyro distributions inside the fBNN's GP
+    # target): an equal one built afresh resumes silently; a different one warns.
+    import warnings
+
+    import numpyro.distributions as dist
+
+    from probkit.kernels import RBF
+    from probkit.models.fbnn import FBNN, GPTarget
+
+    def surrogate(loc):
+        return FBNN(target=GPTarget(RBF(), hyperpriors={"lengthscale": dist.LogNormal(loc, 1.0)}))
+
+    assert repr(surrogate(0.0)) != repr(surrogate(0.0))
+    path = _opt(surrogate=surrogate(0.0)).save(tmp_path / "run.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bo.BayesOpt.load(path, surrogate=surrogate(0.0), progress_bar=False)
+    with pytest.warns(UserWarning, match="surrogate: differs from the saved run"):
+        bo.BayesOpt.load(path, surrogate=surrogate(0.5), progress_bar=False)
+
+
 def test_ask_batch_inside_bounds():
     p = bo.branin()
     opt = _opt(bounds=p.bounds, n_init=6)

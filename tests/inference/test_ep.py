@@ -1,10 +1,12 @@
 """EP on a state-space GP against dense EP (float64)."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal, norm
 
-from probkit.inference.ep import ep_statespace_gp
+from probkit.inference.ep import EPConvergenceWarning, ep_statespace_gp
 from probkit.kernels import Matern32, Matern52
 from tests.inference.test_kalman import _data
 
@@ -57,26 +59,97 @@ def test_ep_probit_equals_dense_ep(x64):
     np.testing.assert_allclose(float(res.test_mean[0]), pred, atol=1e-6)
 
 
-def test_ep_poisson_equals_dense_ep(x64):
-    rng = np.random.default_rng(4)
-    t = np.sort(rng.uniform(0, 5, 50))
-    y = rng.poisson(np.exp(np.sin(2 * t))).astype(float)
-    kern = Matern52(0.8, 1.0)
-    res = ep_statespace_gp(kern, t, y, "poisson", tol=1e-10, num_quadrature=40)
-    assert bool(res.converged)
-    x, w = np.polynomial.hermite_e.hermegauss(40)
+def _grid_moments(loglik):
+    """Tilted moments by trapezoidal integration on a grid around the tilted mass (independent
+    of Gauss-Hermite): a coarse grid over the cavity +-15 sd finds the peak and width, a fine
+    grid +-12 widths around the peak integrates."""
+
+    def one(y, m, s2):
+        def logg(f):
+            return -0.5 * (f - m) ** 2 / s2 + loglik(y, f)
+
+        coarse = m + np.sqrt(s2) * np.linspace(-15, 15, 6001)
+        lg = logg(coarse)
+        peak = coarse[np.argmax(lg)]
+        mass = coarse[lg > lg.max() - 30]
+        width = max(mass.max() - mass.min(), 1e-3 * np.sqrt(s2))
+        f = np.linspace(peak - width, peak + width, 8001)
+        g = np.exp(logg(f) - logg(f).max())
+        z = np.trapezoid(g, f)
+        mean = np.trapezoid(g * f, f) / z
+        return mean, np.trapezoid(g * (f - mean) ** 2, f) / z
 
     def moments(y, m, s2):
-        f = m[:, None] + np.sqrt(s2)[:, None] * x
-        lw = np.log(w) + y[:, None] * f - np.exp(f)
-        p = np.exp(lw - lw.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        mh = (p * f).sum(1)
-        return mh, (p * (f - mh[:, None]) ** 2).sum(1)
+        return tuple(np.array(v) for v in zip(*map(one, y, m, s2), strict=True))
 
-    mu, var, _, _ = _dense_ep(np.asarray(kern(t[:, None], t[:, None])), y, moments)
-    np.testing.assert_allclose(res.mean, mu, atol=1e-6)
-    np.testing.assert_allclose(res.var, var, atol=1e-6)
+    return moments
+
+
+def _poisson_loglik(y, f):
+    return y * f - np.exp(f)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_ep_poisson_equals_dense_ep_for_counts_up_to_a_thousand(scale):
+    # Counts from 0 (scale 1) to ~10^3 (sunspot-like sizes), in the default float32 setting: EP
+    # computes in float64 inside the call and must converge and match dense EP.
+    rng = np.random.default_rng(4)
+    t = np.sort(rng.uniform(0, 5, 40))
+    y = rng.poisson(scale * np.exp(np.sin(2 * t))).astype(float)
+    assert y.min() == 0 or scale > 1
+    kern = Matern52(0.8, 1.0 + np.log(scale) ** 2 / 4)
+    res = ep_statespace_gp(kern, t, y, "poisson", tol=1e-10, max_iter=500)
+    assert bool(res.converged) and res.mean.dtype == np.float64
+    assert np.all(np.isfinite(res.site_precision)) and np.isfinite(res.log_marginal_likelihood)
+    with jax.enable_x64(True):
+        K = np.asarray(kern(jnp.asarray(t)[:, None], jnp.asarray(t)[:, None]))
+    mu, var, _, _ = _dense_ep(K, y, _grid_moments(_poisson_loglik), iters=int(res.num_iterations)
+                              + 40)
+    np.testing.assert_allclose(res.mean, mu, atol=2e-5)
+    np.testing.assert_allclose(res.var, var, rtol=2e-4, atol=1e-7)
+
+
+def test_ep_with_any_elementwise_likelihood_equals_dense_ep():
+    # A user likelihood (Bernoulli-logit, labels in {0, 1}) goes through Gauss-Hermite.
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.uniform(0, 5, 30))
+    y = (rng.uniform(size=30) < 1 / (1 + np.exp(-3 * np.sin(2 * t)))).astype(float)
+
+    def loglik(yy, f):
+        return yy * f - jnp.logaddexp(0.0, f)
+
+    kern = Matern32(0.7, 2.0)
+    res = ep_statespace_gp(kern, t, y, loglik, tol=1e-10, max_iter=500)
+    assert bool(res.converged)
+    with jax.enable_x64(True):
+        K = np.asarray(kern(jnp.asarray(t)[:, None], jnp.asarray(t)[:, None]))
+    ref = _grid_moments(lambda yy, f: yy * f - np.logaddexp(0.0, f))
+    mu, var, _, _ = _dense_ep(K, y, ref, iters=int(res.num_iterations) + 40)
+    np.testing.assert_allclose(res.mean, mu, atol=2e-5)
+    np.testing.assert_allclose(res.var, var, rtol=2e-4)
+
+
+def test_ep_probit_labels_in_either_coding_agree():
+    rng = np.random.default_rng(6)
+    t = np.sort(rng.uniform(0, 5, 40))
+    y01 = (rng.uniform(size=40) < norm.cdf(2 * np.sin(2 * t))).astype(float)
+    a = ep_statespace_gp(Matern32(0.6, 1.5), t, y01, "probit")
+    b = ep_statespace_gp(Matern32(0.6, 1.5), t, 2 * y01 - 1, "probit")
+    assert bool(a.converged) and int(a.num_iterations) == int(b.num_iterations)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.log_marginal_likelihood, b.log_marginal_likelihood)
+
+
+def test_ep_that_does_not_converge_warns_or_raises_with_the_count():
+    t = np.linspace(0, 5, 30)
+    y = np.round(50 * (1.5 + np.sin(2 * t)))
+    with pytest.warns(EPConvergenceWarning, match=r"not converged after 3 sweeps.*tol=1e-12"):
+        res = ep_statespace_gp(Matern32(0.5, 4.0), t, y, "poisson", max_iter=3, tol=1e-12)
+    assert not bool(res.converged) and int(res.num_iterations) == 3 and res.last_change > 1e-12
+    with pytest.raises(ValueError, match="not converged after 3 sweeps"):
+        ep_statespace_gp(Matern32(0.5, 4.0), t, y, "poisson", max_iter=3, tol=1e-12,
+                         strict=True)
+
 
 def test_ep_bad_inputs():
     t, yy = _data(20)
@@ -92,3 +165,5 @@ def test_ep_bad_inputs():
         ep_statespace_gp(Matern32(), t, labels, "logit")
     with pytest.raises(ValueError, match="damping"):
         ep_statespace_gp(Matern32(), t, labels, "probit", damping=0.0)
+    with pytest.raises(ValueError, match="tol"):
+        ep_statespace_gp(Matern32(), t, labels, "probit", tol=0.0)

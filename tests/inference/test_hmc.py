@@ -17,6 +17,7 @@ from numpyro.infer import MCMC, Predictive
 from probkit.demos.hmc import SIGMA, Y, eight_schools
 from probkit.inference import hmc
 from probkit.inference.sbc import rank_uniformity_pvalues, simulation_based_calibration
+from probkit.result import group_names
 
 KW = {"num_warmup": 500, "num_samples": 1000, "num_chains": 4, "progress_bar": False}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -129,8 +130,8 @@ def test_mcmc_kernel_in_numpyro_mcmc_predictive_and_arviz():
     assert abs(float(mu.std()) - prec**-0.5) < 0.1 * prec**-0.5
     pred = Predictive(normal_known_sigma, mcmc.get_samples())(jax.random.key(12))
     assert pred["y"].shape == (2000,)
-    idata = az.from_numpyro(mcmc)
-    assert "posterior" in idata.groups() and "log_likelihood" in idata.groups()
+    idata = az.from_numpyro(mcmc, log_likelihood=True)  # the default differs: 0.x on, 1.x off
+    assert {"posterior", "log_likelihood"} <= set(group_names(idata))
 
 
 def test_parallel_chains_on_two_devices_match_vectorized():
@@ -149,7 +150,8 @@ def test_parallel_chains_on_two_devices_match_vectorized():
         print(abs(p.posterior["mu"].mean() - v.posterior["mu"].mean()),
               4 * (mc(p) ** 2 + mc(v) ** 2) ** 0.5)
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=2")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True, cwd=ROOT)
     devices, means = out.stdout.strip().splitlines()[-2:]
@@ -178,7 +180,9 @@ def test_non_finite_initial_density_names_site():
         numpyro.sample("y", dist.Uniform(mu - 1.0, mu + 1.0), obs=y)
         numpyro.sample("w", dist.Exponential(1.0), obs=-1.0)
 
-    with pytest.raises(ValueError, match="initial log density.*'w'"):
+    # NumPyro itself warns about the out-of-support observation; probkit names the site.
+    with (pytest.warns(UserWarning, match="Out-of-support"),
+          pytest.raises(ValueError, match="initial log density.*'w'")):
         hmc.run(model, y=jnp.zeros(3), key=jax.random.key(0), progress_bar=False)
 
 

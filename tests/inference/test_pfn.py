@@ -265,8 +265,8 @@ def test_data_parallel_training_matches_one_device():
                     steps_per_dispatch=5, progress_bar=False)
         print(len(jax.devices()), repr(res.losses.tolist()))
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+           + " --xla_force_host_platform_device_count=2"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        cwd=pathlib.Path(__file__).parents[2], timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -346,6 +346,7 @@ def test_load_pretrained_rejects_unknown_name():
     ("nan_y", "y_train"),
     ("length", "x_train"),
     ("dim_mismatch", "x_train"),
+    ("outside_box", "x_test: inputs in .*trained on"),
 ])
 def test_bad_input_raises_naming_argument(tiny, case, name):
     xt, yt, xq = np.zeros((4, 1)), np.zeros(4), np.zeros((2, 1))
@@ -362,6 +363,8 @@ def test_bad_input_raises_naming_argument(tiny, case, name):
     elif case == "dim_mismatch":
         xt = np.zeros((4, 2))
         tiny = load_pretrained("gp-bo")
+    elif case == "outside_box":
+        xq = np.array([[0.5], [1.7]])
     with pytest.raises(ValueError, match=name):
         tiny.predict(xt, yt, xq)
 

@@ -35,3 +35,21 @@ def test_pfn_tracks_data_and_compiles_once():
         _, x_next = step(31)
     assert compiles == [], f"{len(compiles)} recompilations for n=31 after n=30"
     assert f(x_next[0]) < np.percentile(f(x), 25)
+
+
+def test_inputs_outside_the_trained_box_and_units_are_refused():
+    # Raw years into a network trained on [0, 1] would give a constant prediction; the
+    # fixed-unit gp1d-rbf network cannot represent outputs of size 1e3.
+    import pytest
+
+    years = np.arange(1950.0, 1970.0)[:, None]
+    y = np.sin(years[:, 0])
+    with pytest.raises(ValueError, match=r"^x: inputs in \[1950, 1969\].*trained on \[0, 1\]"):
+        Regressor("gp1d-rbf").fit(years, y, key=jax.random.key(0))
+    unit = (years - 1950.0) / 19.0
+    with pytest.raises(ValueError, match=r"^y: values in .*fixed output units.*rescale y"):
+        Regressor("gp1d-rbf").fit(unit, 1000.0 + y, key=jax.random.key(0))
+    fitted = Regressor("gp1d-rbf").fit(unit, y, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"^x: inputs in \[1\.5, 1\.5\]"):
+        fitted.predict(np.array([[1.5]]))
+    assert np.isfinite(np.asarray(fitted.predict(unit[:3]).mean)).all()

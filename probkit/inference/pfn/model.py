@@ -308,7 +308,33 @@ class PFN(eqx.Module):
         for key, v in arrays.items():
             if not np.all(np.isfinite(v)):
                 raise ValueError(f"{key}: contains NaN or inf")
+            if key != "y_train":
+                self.check_range(key, v)
+        self.check_output_range("y_train", y_train)
         return x_train.reshape(-1, d), y_train, x_test
+
+    def check_range(self, name: str, x) -> None:
+        """Raise ``ValueError`` naming ``name`` if inputs leave the box the network was trained
+        on (``config.x_bounds``; a network sees nothing outside it, and raw units such as years
+        give a constant prediction). Map inputs to the box first, as the BO loop does."""
+        lo, hi = self.config.x_bounds
+        x = np.asarray(x)
+        slack = 1e-6 * (hi - lo)
+        if x.size and (x.min() < lo - slack or x.max() > hi + slack):
+            raise ValueError(f"{name}: inputs in [{x.min():.4g}, {x.max():.4g}], but this PFN was "
+                             f"trained on [{lo:g}, {hi:g}] per dimension: rescale x to that box")
+
+    def check_output_range(self, name: str, y) -> None:
+        """For a network trained in fixed output units (``standardize_y=False``), raise
+        ``ValueError`` naming ``name`` if ``y`` leaves the range its bar distribution covers."""
+        cfg, y = self.config, np.asarray(y)
+        if cfg.standardize_y or not y.size:
+            return
+        lo, hi = (float(b) * cfg.y_scale + cfg.y_loc for b in (self.borders[0], self.borders[-1]))
+        if y.min() < lo or y.max() > hi:
+            raise ValueError(f"{name}: values in [{y.min():.4g}, {y.max():.4g}], but this PFN was "
+                             f"trained in fixed output units and its predictive covers "
+                             f"[{lo:.4g}, {hi:.4g}]: rescale y")
 
     def predict(self, x_train, y_train, x_test) -> BarPrediction:
         """Posterior predictive at ``x_test`` given the training set, in one forward pass.

@@ -34,7 +34,7 @@ from jax import Array
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from probkit import _io
-from probkit._checks import check_key, check_positive_int
+from probkit._checks import check_key, check_positive, check_positive_int
 from probkit.inference import optimize
 from probkit.inference.pfn import bar
 from probkit.inference.pfn.model import PFN, PFNConfig, _predict, build
@@ -56,6 +56,13 @@ def train_size_weights(max_points: int) -> Array:
     """Probabilities of the training size ``n = 0..N-1``, proportional to ``1/(N - n)``."""
     w = 1.0 / (max_points - jnp.arange(max_points))
     return w / w.sum()
+
+
+def _check_prior(prior) -> None:
+    if not (isinstance(getattr(prior, "input_dim", None), int) and callable(
+            getattr(prior, "sample", None))):
+        raise ValueError("prior: expected a probkit.priors.Prior (an object with input_dim and "
+                         f"sample(key, num_datasets, num_points)), got {type(prior).__name__}")
 
 
 def init(prior: Prior, *, key: Array, max_points: int = 60, num_buckets: int = 100,
@@ -97,8 +104,15 @@ def init(prior: Prior, *, key: Array, max_points: int = 60, num_buckets: int = 1
     (21,)
     """
     key = check_key("key", key)
+    _check_prior(prior)
     max_points = check_positive_int("max_points", max_points, minimum=2)
-    max_input_dim = check_positive_int("max_input_dim", max_input_dim or prior.input_dim)
+    for name, value in (("emsize", emsize), ("num_layers", num_layers),
+                        ("num_heads", num_heads), ("ff_factor", ff_factor)):
+        check_positive_int(name, value)
+    if emsize % num_heads:
+        raise ValueError(f"num_heads: must divide emsize={emsize}, got {num_heads}")
+    max_input_dim = check_positive_int("max_input_dim", prior.input_dim if max_input_dim is None
+                                       else max_input_dim)
     if prior.input_dim > max_input_dim:
         raise ValueError(f"max_input_dim: {max_input_dim} is below the prior's input_dim "
                          f"{prior.input_dim}")
@@ -212,6 +226,8 @@ def train(pfn: PFN, prior: Prior, *, key: Array, num_steps: int | None = None,
         The trained PFN, loss per dispatch, steps done, seconds.
     """
     batch_size = check_positive_int("batch_size", batch_size)
+    _check_prior(prior)
+    check_positive("learning_rate", learning_rate)
     if prior.input_dim > pfn.config.max_input_dim:
         raise ValueError(f"prior: input_dim {prior.input_dim} exceeds the PFN's max_input_dim "
                          f"{pfn.config.max_input_dim}")

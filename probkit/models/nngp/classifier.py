@@ -129,7 +129,7 @@ class NNGPClassifier(Fitted):
         with jax.enable_x64(True):
             xs = (jnp.asarray(check_inputs("x", x, self.x_train.shape[1]))
                   - self.x_loc) / self.x_unit
-            return _sv_moments(self.params, self.kstatic, xs, self.jitter)
+            return _sv_moments_jit(self.params, self.kstatic, xs, self.jitter)
 
     def predict(self, x, *, key=None, num_samples: int | None = None) -> ClassProbabilities:
         """Predictive class probabilities at ``x`` ``(m, d)`` from ``num_samples`` draws of
@@ -210,6 +210,10 @@ def _sv_moments(params: SVParams, kstatic, xb, jitter):
     s = jnp.exp(params.log_s)  # (C, M)
     var = s @ (p**2) + (k.diag(xb) - jnp.sum(a**2, 0))[None, :]
     return mean.T, jnp.maximum(var, 1e-12).T  # (B, C)
+
+
+#: One compiled program per query shape (eagerly, every kernel op compiled on its own: ~10 s).
+_sv_moments_jit = eqx.filter_jit(_sv_moments)
 
 
 def _sample_s2(params: SVParams, key, shape, scale_model):

@@ -278,11 +278,15 @@ def predictive_moments(sp: Spectral, noise, k_star: Array, k_star_diag: Array,
     """:math:`\\mu_* = K_{*n}A^{-1}y`, :math:`S_* = K_{**} - K_{*n}A^{-1}K_{n*}` via the spectrum.
 
     ``k_star`` is :math:`K_{*n}` (m, n); pass ``k_star_star`` (m, m) for the full covariance.
+    The marginal variances are floored at the dtype's resolution of the prior variance,
+    :math:`\\epsilon K_{**,ii}`: below it the difference is rounding error, and a zero variance
+    (noise-free interpolation at a training input) would give a 0/0 density.
     """
     d = sp.evals + noise
     v = k_star @ sp.evecs  # (m, n)
     mean = v @ (sp.y_rot / d)
-    var = jnp.maximum(k_star_diag - jnp.sum(v**2 / d, axis=1), 0.0)
+    floor = jnp.finfo(v.dtype).eps * k_star_diag
+    var = jnp.maximum(k_star_diag - jnp.sum(v**2 / d, axis=1), floor)
     cov = None
     if k_star_star is not None:
         cov = k_star_star - (v / d) @ v.T

@@ -18,6 +18,7 @@ import probkit
 from probkit import _io
 from probkit.models import dkf
 from probkit.models.base import Family, Fitted
+from probkit.result import group_names
 from tests.models.dkf._helpers import lgssm_data
 
 FAMILY = dkf.DKF(learner=dkf.NadarayaWatson(bandwidth=0.5))
@@ -76,8 +77,7 @@ def test_to_arviz_groups_and_summary(model):
     import arviz as az
 
     idata = model.to_arviz(X_NEW, Y_NEW, key=jax.random.key(3), num_samples=200)
-    groups = idata.groups() if callable(idata.groups) else idata.groups
-    names = {g.strip("/") for g in groups}
+    names = set(group_names(idata))
     assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data",
             "predictions", "predictions_constant_data"} <= names
     ll = np.asarray(idata.log_likelihood["y"])

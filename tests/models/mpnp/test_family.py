@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from probkit.models import mpnp
+from probkit.result import group_names
 from tests.models.mpnp.test_networks import _ctx, _net
 
 
@@ -87,9 +88,7 @@ def test_posterior_is_the_component_means_and_arviz():
     assert np.all(np.asarray(post.variance) <= np.asarray(pred.variance))
     idata = fitted.to_arviz(xt, np.zeros(5), key=jax.random.key(2), num_samples=30,
                             num_chains=1)
-    groups = idata.groups() if callable(idata.groups) else idata.groups
-    assert {"posterior", "posterior_predictive", "log_likelihood"} <= {g.strip("/")
-                                                                       for g in groups}
+    assert {"posterior", "posterior_predictive", "log_likelihood"} <= set(group_names(idata))
     assert idata.posterior_predictive["y"].shape[:2] == (1, 30)
     # the log-likelihood of each draw is its Gaussian density at the context points
     res = fitted.to_result(key=jax.random.key(2), num_samples=30, num_chains=2)

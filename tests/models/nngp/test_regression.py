@@ -15,6 +15,7 @@ import probkit
 from probkit.distributions import BurrXII
 from probkit.kernels import NNGP
 from probkit.models import nngp
+from probkit.result import group_names
 from tests.models.nngp.conftest import FAMILY, ig_as_transformed
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -92,8 +93,7 @@ def test_fit_predict_samples_and_arviz(fitted):
     assert post.mean.shape == (7,) and post.variance.shape == (7,) and draws.shape == (3, 7)
     res = model.to_result(xt, np.zeros(7), key=jax.random.key(3), num_samples=50, num_chains=1)
     idata = res.to_arviz()
-    groups = idata.groups() if callable(idata.groups) else idata.groups
-    names = {g.strip("/") for g in groups}
+    names = set(group_names(idata))
     assert "posterior_predictive" in names and "log_likelihood" in names
     assert res.predictions["y"].shape == (1, 50, 7)
     assert res.posterior["s2"].shape == (1, 50) and res.posterior["f"].shape == (1, 50, len(y))

@@ -9,6 +9,7 @@ import probkit
 from probkit.datasets import load_tensor
 from probkit.models import tucker
 from probkit.models.tucker.cep import mean_f
+from probkit.result import group_names
 from tests.models.tucker.test_cep import dense_posterior
 
 
@@ -68,7 +69,7 @@ def test_to_arviz(synthetic_fit):
                             num_samples=50, num_chains=2)
     assert idata.predictions["y"].shape == (2, 25, 30)
     assert idata.log_likelihood["y"].shape == (2, 25, len(d["tr_y"]))
-    assert "posterior_predictive" in idata.groups()
+    assert "posterior_predictive" in group_names(idata)
     assert set(idata.posterior.data_vars) == {"f", "noise"}      # CP: no core to infer
 
 
