@@ -212,3 +212,13 @@ def check_rows(name: str, value, *, ndim: int | Sequence[int], allow_nan_rows: b
         raise ValueError(f"{name}: row {idx} is partly NaN; a missing observation must be a "
                          "whole row of NaN (non-finite values elsewhere are not allowed)")
     return arr
+
+
+def check_hyperparameter(name: str, value, *, scalar: bool = False):
+    """``value`` as a JAX array, checked finite and positive (and a scalar, with ``scalar``)
+    unless it is traced: a sampler's proposal inside a model is left to the model's support."""
+    if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value)):
+        arr = check_positive(name, value)
+        if scalar and arr.ndim:
+            raise ValueError(f"{name}: expected a scalar, got shape {arr.shape}")
+    return jax.numpy.asarray(value)

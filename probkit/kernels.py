@@ -38,24 +38,13 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from probkit._checks import check_positive, check_positive_int
+from probkit._checks import check_hyperparameter, check_positive_int
 
 __all__ = ["Kernel", "Stationary", "RBF", "Matern12", "Matern32", "Matern52", "Periodic", "NNGP",
            "as_2d"]
 
 
 _TINY = 1e-36  # representable in float32 too
-
-
-def _is_concrete(value) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
-
-
-def _hyperparameter(name: str, value) -> Array:
-    """``value`` as an array, checked finite and positive unless it is traced."""
-    if _is_concrete(value):
-        check_positive(name, value)
-    return jnp.asarray(value)
 
 
 def as_2d(x: Array) -> Array:
@@ -110,8 +99,8 @@ class Stationary(Kernel):
     variance: Array
 
     def __init__(self, lengthscale=1.0, variance=1.0):
-        self.lengthscale = _hyperparameter("lengthscale", lengthscale)
-        self.variance = _hyperparameter("variance", variance)
+        self.lengthscale = check_hyperparameter("lengthscale", lengthscale)
+        self.variance = check_hyperparameter("variance", variance)
 
     def profile(self, r: Array) -> Array:
         """Correlation as a function of the scaled distance ``r >= 0``."""
@@ -200,9 +189,9 @@ class Periodic(Kernel):
     period: Array
 
     def __init__(self, lengthscale=1.0, variance=1.0, period=1.0):
-        self.lengthscale = _hyperparameter("lengthscale", lengthscale)
-        self.variance = _hyperparameter("variance", variance)
-        self.period = _hyperparameter("period", period)
+        self.lengthscale = check_hyperparameter("lengthscale", lengthscale)
+        self.variance = check_hyperparameter("variance", variance)
+        self.period = check_hyperparameter("period", period)
 
     def __call__(self, x1: Array, x2: Array) -> Array:
         a, b = as_2d(x1), as_2d(x2)
@@ -367,11 +356,12 @@ class NNGP(Kernel):
             raise ValueError(f"activation: expected one of {_NNGP_ACTIVATIONS}, "
                              f"got {activation!r}")
         self.activation = activation
-        self.weight_variance = _hyperparameter("weight_variance", weight_variance)
-        self.bias_variance = _hyperparameter("bias_variance", bias_variance)
-        self.last_weight_variance = _hyperparameter("last_weight_variance", last_weight_variance)
+        self.weight_variance = check_hyperparameter("weight_variance", weight_variance)
+        self.bias_variance = check_hyperparameter("bias_variance", bias_variance)
+        self.last_weight_variance = check_hyperparameter("last_weight_variance",
+                                                         last_weight_variance)
         if input_weight_variance is not None:
-            input_weight_variance = _hyperparameter("input_weight_variance",
+            input_weight_variance = check_hyperparameter("input_weight_variance",
                                                     input_weight_variance)
             if input_weight_variance.ndim > 1:
                 raise ValueError("input_weight_variance: expected a scalar or a vector of "

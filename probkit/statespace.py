@@ -90,7 +90,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 
-from probkit._checks import as_array, check_finite, check_positive, check_sorted
+from probkit._checks import (
+    as_array,
+    check_finite,
+    check_hyperparameter,
+    check_positive,
+    check_sorted,
+)
 
 __all__ = [
     "LGSSM",
@@ -219,14 +225,9 @@ class MaternSDE(SDE):
     def __init__(self, nu: float, lengthscale, variance):
         if nu not in (0.5, 1.5, 2.5):
             raise ValueError(f"nu: state-space form exists here for 0.5, 1.5, 2.5; got {nu}")
-        for name, value in (("lengthscale", lengthscale), ("variance", variance)):
-            if not isinstance(value, jax.core.Tracer):
-                arr = check_positive(name, value)
-                if arr.ndim:
-                    raise ValueError(f"{name}: expected a scalar, got shape {arr.shape}")
         self.nu = float(nu)
-        self.lengthscale = jnp.asarray(lengthscale)
-        self.variance = jnp.asarray(variance)
+        self.lengthscale = check_hyperparameter("lengthscale", lengthscale, scalar=True)
+        self.variance = check_hyperparameter("variance", variance, scalar=True)
 
     @property
     def order(self) -> int:

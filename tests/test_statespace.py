@@ -82,3 +82,25 @@ def test_bad_kernel_and_noise():
         to_lgssm(Matern32(), [0.0, 1.0], -0.1)
     with pytest.raises(ValueError, match="noise"):
         to_lgssm(Matern32(), [0.0, 1.0], jnp.ones(3))
+
+
+@pytest.mark.parametrize("nu", [0.5, 1.5, 2.5])
+def test_process_cov_is_accurate_in_both_dtypes_down_to_tiny_steps(nu):
+    # The module notes' claims: float64 agrees with Pinf - A Pinf A' to that formula's own
+    # rounding (eps * |Pinf|, absolute: it cancels for small steps), and float32 is within 2e-6
+    # of the entries' scale sqrt(Q_ii Q_jj) of the float64 values for 1e-8 <= lam dt <= 300.
+    from probkit.statespace import matern_sde
+
+    x = np.geomspace(1e-8, 300.0, 60)
+    with jax.enable_x64(True):
+        sde = matern_sde(nu, 0.7, 1.3)
+        dt = jnp.asarray(x) / sde.lam
+        q64 = np.asarray(jax.vmap(sde.process_cov)(dt))
+        a = jax.vmap(sde.transition)(dt)
+        naive = np.asarray(sde.Pinf - a @ sde.Pinf @ jnp.swapaxes(a, 1, 2))
+        pinf = float(np.max(np.abs(np.asarray(sde.Pinf))))
+    scale = np.sqrt(np.einsum("tii,tjj->tij", np.abs(q64), np.abs(q64)))
+    np.testing.assert_array_less(np.abs(q64 - naive), 1e-13 * pinf)
+    sde32 = matern_sde(nu, 0.7, 1.3)
+    q32 = np.asarray(jax.vmap(sde32.process_cov)(jnp.asarray(dt, jnp.float32)), np.float64)
+    np.testing.assert_array_less(np.abs(q32 - q64), 2e-6 * scale + 1e-30)

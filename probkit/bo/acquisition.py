@@ -64,7 +64,7 @@ from probkit._checks import (
 from probkit.special import log_h
 
 __all__ = ["log_h", "log_ei", "ei", "LogEI", "UCB", "QLogEI", "QUCB", "Thompson",
-           "AcquisitionResult", "check_acquisition", "optimize_acquisition"]
+           "AcquisitionResult", "check_acquisition", "check_options", "optimize_acquisition"]
 
 
 def log_ei(mean: Array, variance: Array, best: Array) -> Array:
@@ -212,6 +212,28 @@ def check_acquisition(acquisition):
     return acquisition
 
 
+#: The tuning options of :func:`optimize_acquisition` and how each is checked.
+_OPTIONS = {"num_raw": "int", "num_restarts": "int", "num_steps": "int", "lr": "positive",
+            "local_scale": "non-negative"}
+
+
+def check_options(options: dict, *, prefix: str = "") -> dict:
+    """Check tuning options of :func:`optimize_acquisition` (``num_raw``, ``num_restarts``,
+    ``num_steps``: integers >= 1; ``lr`` > 0; ``local_scale`` >= 0); ``prefix`` names the dict
+    they came in (``"acq_options"`` for :class:`probkit.bo.BayesOpt`). Returns ``options``."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise ValueError(f"{prefix or 'options'}: unknown option(s) {unknown}; expected some of "
+                         f"{list(_OPTIONS)}")
+    for name, value in options.items():
+        label = f"{prefix}['{name}']" if prefix else name
+        if _OPTIONS[name] == "int":
+            check_positive_int(label, value)
+        else:
+            check_positive(label, value, allow_zero=_OPTIONS[name] == "non-negative")
+    return options
+
+
 class AcquisitionResult(NamedTuple):
     """Maximiser ``x`` (``(q, d)``, unit cube) and the acquisition value there."""
 
@@ -320,13 +342,11 @@ def optimize_acquisition(acquisition, fitted, best, x_best, *, key, q: int = 1,
         raise ValueError(f"x_best: must lie in the unit cube [0, 1]^d, got {xb.tolist()}")
     key = check_key("key", key)
     q = check_positive_int("q", q)
-    num_raw = check_positive_int("num_raw", num_raw)
-    num_steps = check_positive_int("num_steps", num_steps)
-    check_positive("lr", lr)
-    check_positive("local_scale", local_scale, allow_zero=True)
+    check_options({"num_raw": num_raw, "num_restarts": num_restarts, "num_steps": num_steps,
+                   "lr": lr, "local_scale": local_scale})
     if q > 1 and acquisition.kind == "analytic":
         acquisition = acquisition.batch()
-    num_restarts = min(check_positive_int("num_restarts", num_restarts), num_raw)
+    num_restarts = min(num_restarts, num_raw)  # checked by check_options
     with jax.enable_x64(True):
         x_best = jnp.asarray(xb, dtype=jnp.float64).reshape(1, 1, -1)[0]
         best = jnp.asarray(best, dtype=jnp.float64)

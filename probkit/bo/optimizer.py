@@ -41,8 +41,8 @@ import jax
 import numpy as np
 from scipy.stats import qmc
 
-from probkit._checks import as_array, check_key, check_positive, check_positive_int
-from probkit.bo.acquisition import LogEI, check_acquisition, optimize_acquisition
+from probkit._checks import as_array, check_key, check_positive_int
+from probkit.bo.acquisition import LogEI, check_acquisition, check_options, optimize_acquisition
 from probkit.models.gp import GP
 
 __all__ = ["BayesOpt", "OptimizeResult", "minimize", "best_so_far", "plot_convergence"]
@@ -147,19 +147,7 @@ class BayesOpt:
         self._fit_options = {"progress_bar": False} if "progress_bar" in params else {}
         self.acquisition = check_acquisition(LogEI() if acquisition is None else acquisition)
         self.key = _typed_key(key)
-        self.acq_options = dict(acq_options or {})
-        allowed = ("num_raw", "num_restarts", "num_steps", "lr", "local_scale")
-        unknown = sorted(set(self.acq_options) - set(allowed))
-        if unknown:
-            raise ValueError(f"acq_options: unknown option(s) {unknown}; expected some of "
-                             f"{list(allowed)} (see probkit.bo.optimize_acquisition)")
-        for name in ("num_raw", "num_restarts", "num_steps"):
-            if name in self.acq_options:
-                check_positive_int(f"acq_options['{name}']", self.acq_options[name])
-        for name in ("lr", "local_scale"):
-            if name in self.acq_options:
-                check_positive(f"acq_options['{name}']", self.acq_options[name],
-                               allow_zero=name == "local_scale")
+        self.acq_options = check_options(dict(acq_options or {}), prefix="acq_options")
         self.progress_bar = bool(progress_bar)
         self.history: list[dict] = []
         self.n_asked = 0
