@@ -218,4 +218,19 @@ def _smoother_gains(params: LGSSM, filt: FilterResult) -> Array:
         # Pp symmetric: G = (Pp^-1 A P)'.
         return jnp.linalg.solve(Pp, A @ P).T
 
-    return jax.vmap(gain)(Pf, A_next, Pp_next)
+    def jittered_gain(P, A, Pp):
+        # Pp is singular where a step of length ~0 follows a (near) noise-free update: the
+        # rounded predicted covariance has a zero eigenvalue. Adding eps * max(diag Pp) changes
+        # G only along directions whose variance is at rounding level.
+        eps = jnp.finfo(Pp.dtype).eps * jnp.max(jnp.diagonal(Pp))
+        return gain(P, A, Pp + eps * jnp.eye(Pp.shape[-1], dtype=Pp.dtype))
+
+    G = jax.vmap(gain)(Pf, A_next, Pp_next)
+    ok = jnp.all(jnp.isfinite(G), axis=(-2, -1))
+
+    def repair(G):
+        return jnp.where(ok[:, None, None], G, jax.vmap(jittered_gain)(Pf, A_next, Pp_next))
+
+    # The jittered solve only where the plain one failed (and only computed if one did): an
+    # unconditional jitter biases the states of long-lengthscale kernels in float32.
+    return jax.lax.cond(jnp.all(ok), lambda G: G, repair, G)
