@@ -98,6 +98,9 @@ def _safe_std(x: np.ndarray) -> np.ndarray:
 class FBNNFitted(Fitted):
     """Posterior draws of a BNN (see :class:`FBNN`).
 
+    Besides the fields below it holds the training data in original units, padded to the
+    capacity (``x``, ``y`` and ``mask``, which marks the real rows).
+
     Attributes
     ----------
     nets : MLP
@@ -108,8 +111,6 @@ class FBNNFitted(Fitted):
         The weight prior the posterior was sampled under (matched, when matching ran).
     distances : Array
         The matching's critic distance per outer step (empty without matching).
-    x, y, mask : Array
-        Training data in original units, padded to the capacity (``mask`` marks real rows).
     x_mean, x_std, y_mean, y_std, noise_var : Array
         Standardisation and the fixed noise variance (standardised scale).
 
