@@ -33,6 +33,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 import warnings
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
 from blackjax.adaptation.staged_adaptation import build_schedule
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.util import pytree_size
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
@@ -60,6 +61,7 @@ from numpyro.infer.util import (
 )
 
 from probkit._checks import check_key, check_positive_int
+from probkit.inference import distributed
 from probkit.inference.progress import ProgressBar, progress_tick
 from probkit.result import Result
 
@@ -466,11 +468,30 @@ def _compiled_init(model, structure, init_strategy):
     return _PROGRAMS[cache_key]
 
 
+def _global_devices() -> list:
+    """``jax.devices()``; across processes interleaved (process 0's first device, process 1's
+    first device, ..., then the second devices), so that a few chains still reach every
+    process."""
+    devices = jax.devices()
+    if not distributed.is_multiprocess():
+        return devices
+    by_process: dict[int, list] = {}
+    for d in devices:
+        by_process.setdefault(d.process_index, []).append(d)
+    rows = itertools.zip_longest(*by_process.values())
+    return [d for row in rows for d in row if d is not None]
+
+
 def _choose_devices(num_chains: int, chain_method: str):
     if chain_method != "parallel":
         return None
-    devices = jax.devices()
+    devices = _global_devices()
     n = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
+    if distributed.is_multiprocess() and n < jax.process_count():
+        raise ValueError(f"num_chains: {num_chains} chains do not reach all "
+                         f"{jax.process_count()} processes (chain_method='parallel' splits them "
+                         f"evenly over at most {len(devices)} devices); use a multiple of "
+                         f"{jax.process_count()}")
     if n == 1 and len(devices) > 1:
         warnings.warn(f"chain_method='parallel': num_chains={num_chains} does not split over "
                       f"{len(devices)} devices; running on one device", stacklevel=3)
@@ -514,6 +535,9 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
         ``"vectorized"`` vmaps the chains on one device; ``"parallel"`` shards them over
         ``jax.devices()`` (vmapped within each device); ``"sequential"`` is accepted as an
         alias of ``"vectorized"`` (the compiled program has no Python loop over chains).
+        After :func:`probkit.inference.distributed.initialize`, ``"parallel"`` uses the
+        devices of all processes and every process returns all chains (call ``run`` on every
+        process with the same arguments).
     dense_mass : bool
         Adapt a dense inverse mass matrix instead of a diagonal one.
     target_accept : float
@@ -584,6 +608,13 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
                 thinning, progress_rate, bool(log_likelihood))
     program = _compiled_sampler(model, structure, settings, devices)
     chain_keys = _split(key_chains, num_chains)
+    multiprocess = devices is not None and distributed.is_multiprocess()
+    if multiprocess:  # every process holds the same inputs; each feeds its devices' chains
+        mesh = Mesh(np.asarray(devices), ("chain",))
+        chain_keys, z0 = distributed.to_global(
+            (chain_keys, z0), NamedSharding(mesh, PartitionSpec("chain")))
+        dynamic = distributed.to_global(dynamic, NamedSharding(mesh, PartitionSpec()))
+    progress_bar = progress_bar and distributed.is_main_process()
     start = time.perf_counter()
     if progress_bar:
         ProgressBar.open(total // thinning if thinning > 1 else total,
@@ -595,6 +626,11 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
         if progress_bar:
             ProgressBar.close()
     seconds = time.perf_counter() - start
+    sharding_devices = sorted(d.id for d in draws.logdensity.sharding.device_set)
+    if multiprocess:  # all chains, gathered onto every process
+        draws, step_size, constrained, loglik = distributed.to_local(
+            (draws, adapt.step_size, constrained, loglik))
+        adapt = adapt._replace(step_size=step_size)
     n_keep = num_samples // thinning
     stats = {
         "lp": draws.logdensity, "diverging": draws.diverging,
@@ -602,7 +638,6 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
         "n_steps": draws.n_steps, "tree_depth": draws.tree_depth,
         "step_size": jnp.broadcast_to(adapt.step_size[:, None], (num_chains, n_keep)),
     }
-    sharding_devices = sorted(d.id for d in draws.logdensity.sharding.device_set)
     attrs = {"engine": "probkit.inference.hmc (BlackJAX NUTS)", "num_warmup": num_warmup,
              "num_chains": num_chains, "chain_method": chain_method,
              "dense_mass": bool(dense_mass), "seconds": seconds,

@@ -23,7 +23,11 @@ stretched when training runs for a time budget rather than a step count; :class:
   ``checkpoint_every`` steps (one :mod:`probkit._io` file, written atomically) and at the end;
   if the file exists, training resumes from it — in a new process too. The ``settings`` dict
   (JSON) is stored with it and compared *by content* on resume;
-* ``keep_best``: return the parameters of the dispatch with the lowest mean loss.
+* ``keep_best``: return the parameters of the dispatch with the lowest mean loss;
+* several processes (:mod:`probkit.inference.distributed`): the state is replicated over the
+  devices of all processes, the loss may shard its batch over them, only process 0 writes the
+  checkpoint (every process reads it on resume: put it on a shared file system), and every
+  process returns process-local parameters.
 
 Examples
 --------
@@ -50,9 +54,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
+from jax.sharding import NamedSharding, PartitionSpec
 
 from probkit import _io
 from probkit._checks import check_key, check_positive, check_positive_int
+from probkit.inference import distributed
 
 __all__ = ["run", "OptimizeResult", "Checkpoint", "Constant", "WarmupCosine", "ADAM"]
 
@@ -282,8 +288,16 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
         step, key = int(ck.step), ck.key
 
     total = num_steps if num_steps is not None else 10**9
+    # On several devices (of one or more processes: probkit.inference.distributed) the state
+    # is replicated on all of them, as the loss may shard its batch: every dispatch then sees
+    # the same input layout (one compilation). Nothing moves on one device.
+    static_local = static
+    if jax.device_count() > 1:
+        train, static, opt_state, key, args = distributed.to_global(
+            (train, static, opt_state, key, tuple(args)),
+            NamedSharding(distributed.data_mesh(), PartitionSpec()))
     bar = None
-    if progress_bar:
+    if progress_bar and distributed.is_main_process():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, initial=step, desc=desc, unit="step", leave=False)
@@ -292,9 +306,12 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
     start, last_ckpt = time.perf_counter(), step
     timed_start, timed_steps = None, 0
 
-    def save_ck():
-        _io.save(checkpoint, Checkpoint(eqx.combine(train, static), opt_state, step, key),
-                 metadata={"settings": record})
+    def save_ck():  # one file, written by process 0, read by all on resume
+        ck = distributed.to_local(Checkpoint(eqx.combine(train, static_local), opt_state, step,
+                                             key))
+        if distributed.is_main_process():
+            _io.save(checkpoint, ck, metadata={"settings": record})
+        distributed.barrier("probkit checkpoint written")
 
     try:
         while step < total:
@@ -318,6 +335,8 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
                     rate = (step - timed_steps) / max(now - timed_start, 1e-9)
                     left = max(int(rate * (time_budget - (now - start))), 0)
                     total = step + -(-left // steps_per_dispatch) * steps_per_dispatch
+                    if distributed.is_multiprocess():  # one step count for all processes
+                        total = int(distributed.from_main(np.int32(min(total, 10**9))))
             if bar is not None:
                 bar.update(steps_per_dispatch)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}")
@@ -331,5 +350,6 @@ def run(loss: Callable[..., Array], params, *, key: Array | None = None, args: t
         save_ck()
     final = best if keep_best else train
     best_loss = best_loss if keep_best else (losses[-1] if losses else np.nan)
-    return OptimizeResult(eqx.combine(final, static), np.asarray(losses), step,
+    return OptimizeResult(distributed.to_local(eqx.combine(final, static_local)),
+                          np.asarray(losses), step,
                           time.perf_counter() - start, float(best_loss))

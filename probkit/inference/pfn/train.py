@@ -14,7 +14,8 @@ every ``n`` contributes equally many query points), passed as a traced integer. 
 warm-up and cosine decay (:class:`probkit.inference.optimize.WarmupCosine`), gradient clipping at
 norm 1, through the package's one training loop (:func:`probkit.inference.optimize.run`). Several
 steps run per dispatch inside ``lax.scan``; the batch is sharded over ``jax.devices()`` (data
-parallel; a no-op on one device).
+parallel; a no-op on one device), which after :func:`probkit.inference.distributed.initialize`
+are the devices of all processes (every process calls :func:`train` with the same key).
 
 With ``vary_input_dim=True`` each dataset draws its dimension ``d`` from ``1..max_input_dim``:
 the unused input columns are held at the lower bound of the box, so a GP prior with ARD kernels
@@ -31,11 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from probkit import _io
 from probkit._checks import check_key, check_positive, check_positive_int
-from probkit.inference import optimize
+from probkit.inference import distributed, optimize
 from probkit.inference.pfn import bar
 from probkit.inference.pfn.model import PFN, PFNConfig, _predict, build
 from probkit.priors import Prior
@@ -158,10 +158,7 @@ def batch_loss(pfn: PFN, prior: Prior, key: Array, batch_size: int,
     cfg = pfn.config
     k_data, k_n = jax.random.split(key)
     x, y, dims = _draw_batch(prior, cfg, k_data, batch_size, vary_input_dim)
-    if len(jax.devices()) > 1 and batch_size % len(jax.devices()) == 0:
-        sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)),
-                                 PartitionSpec("data"))
-        x, y, dims = (jax.lax.with_sharding_constraint(a, sharding) for a in (x, y, dims))
+    x, y, dims = distributed.shard_batch(x, y, dims)
     n = jax.random.choice(k_n, cfg.max_points, p=train_size_weights(cfg.max_points))
     pred = jax.vmap(_predict, in_axes=(None, 0, 0, None, 0, 0))(pfn, x, y, n, x, dims)
     query = jnp.arange(cfg.max_points) >= n

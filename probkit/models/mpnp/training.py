@@ -25,8 +25,11 @@ points (the joint marginal likelihood of the task); the pseudo term keeps the ge
 informative on their own.
 
 **Optimiser.** :func:`train` runs :func:`probkit.inference.optimize.run`: Adam with the learning
-rate decayed by a cosine from its peak to 0 over the steps (:class:`~probkit.inference.optimize.
-WarmupCosine` without warm-up), one batch of tasks drawn inside the loss from each step's key.
+rate decayed by a cosine from its peak to 0 over the steps
+(:class:`~probkit.inference.optimize.WarmupCosine` without warm-up), one batch of tasks drawn
+inside the loss from each step's key
+and sharded over ``jax.devices()`` (data parallel; across processes too, after
+:func:`probkit.inference.distributed.initialize`).
 
 Examples
 --------
@@ -53,7 +56,7 @@ import numpyro.distributions.transforms as transforms
 from jax import Array
 
 from probkit._checks import check_choice, check_key, check_positive, check_positive_int
-from probkit.inference import optimize
+from probkit.inference import distributed, optimize
 from probkit.models.mpnp.networks import Network
 from probkit.priors import GPPrior
 from probkit.special import logmeanexp, normal_logpdf
@@ -176,8 +179,8 @@ def _prior_batch_loss(network: Network, key: Array, prior, batch_size: int, max_
                       num_samples: int) -> Array:
     """The training loss of one step: a fresh batch of tasks drawn from ``key``."""
     k_data, k_loss = jax.random.split(key)
-    return batch_loss(network, k_loss, sample_tasks(prior, k_data, batch_size, max_points),
-                      num_samples)
+    tasks = Tasks(*distributed.shard_batch(*sample_tasks(prior, k_data, batch_size, max_points)))
+    return batch_loss(network, k_loss, tasks, num_samples)
 
 
 def train(network: Network, prior, *, key: Array, num_steps: int | None = None,
