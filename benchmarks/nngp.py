@@ -11,6 +11,9 @@ split, which is never used for any choice. Methods:
 
 * ``probkit-gp-rbf``: GP with an ARD RBF kernel, Gaussian scale (no discrete choice);
 * ``probkit-nngp``: ReLU NNGP, Gaussian scale (fitted readout variance);
+* ``probkit-ntk``: the NTK-GP predictor (``predictor="ntk"``: the infinite-width ReLU network
+  trained by gradient flow, Lee et al. 2019) with the hyperparameters, noise ridge and scale
+  that the NNGP marginal likelihood fits, depth chosen the same way;
 * ``probkit-tp``: ReLU NNGP with ``s2 ~ InverseGamma(2, b)``, ``b`` fitted (Student-t process);
 * ``probkit-burr``: ReLU NNGP with ``s2 ~ BurrXII(2, 1, scale)``, ``scale`` fitted (quadrature).
 
@@ -65,6 +68,9 @@ def methods(d: int):
         "probkit-gp-rbf": [("ard", dict(kernel=RBF(np.ones(d)), scale_prior=None))],
         "probkit-nngp": [(f"depth={L}", dict(kernel=NNGP(L, "relu", 2.0, 0.1), scale_prior=None))
                          for L in depths],
+        "probkit-ntk": [(f"depth={L}", dict(kernel=NNGP(L, "relu", 2.0, 0.1), scale_prior=None,
+                                            predictor="ntk"))
+                        for L in depths],
         "probkit-tp": [(f"depth={L}", dict(kernel=NNGP(L, "relu", 2.0, 0.1),
                                            scale_prior=dist.InverseGamma(2.0, 2.0)))
                        for L in depths],

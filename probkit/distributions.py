@@ -15,7 +15,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 
 from probkit._checks import as_array, check_key, check_positive
-from probkit.inference.kalman import kalman_filter
+from probkit.inference.kalman import gp_log_likelihood
 from probkit.statespace import as_sde, check_times, sample_lgssm, to_lgssm
 
 __all__ = ["BurrXII", "StateSpaceGP"]
@@ -119,7 +119,9 @@ class StateSpaceGP(dist.Distribution):
 
     Parameters
     ----------
-    kernel : probkit.kernels.Matern12/32/52 or probkit.statespace.SDE
+    kernel : probkit.statespace.SDE or a kernel with a state-space form
+        Matern, Cosine, Periodic, SHO, Celerite, or sums and products of them
+        (:func:`probkit.statespace.as_sde`).
         Its hyperparameters may be NumPyro sample sites.
     times : array_like, shape (T,)
         Strictly increasing, finite (checked eagerly when concrete).
@@ -195,11 +197,10 @@ class StateSpaceGP(dist.Distribution):
             raise ValueError(f"value: expected trailing shape ({T},), got {value.shape}")
         if self._validate_args:
             self._validate_sample(value)
-        params = self._params()
         batch = value.shape[:-1]
-        flat = value.reshape((-1, T, 1))
-        ll = jax.vmap(lambda y: kalman_filter(params, y, parallel=self.parallel,
-                                              validate=False).log_likelihood)(flat)
+        flat = value.reshape((-1, T))
+        ll = jax.vmap(lambda y: gp_log_likelihood(self.sde, self.times, y, self.noise,
+                                                  parallel=self.parallel, validate=False))(flat)
         return ll.reshape(batch)
 
     def sample(self, key, sample_shape=()):

@@ -255,7 +255,9 @@ def ep_statespace_gp(kernel, times: Array, y: Array, likelihood="probit", *,
 
     Parameters
     ----------
-    kernel : probkit.statespace.SDE or a Matern kernel object
+    kernel : probkit.statespace.SDE or a kernel with a state-space form
+        (:func:`probkit.statespace.as_sde`: Matern, Cosine, Periodic, SHO, Celerite, sums and
+        products).
     times : Array, shape (T,)
         Strictly increasing, finite.
     y : Array, shape (T,)

@@ -208,7 +208,12 @@ def _loglik_step(m_pred, P_pred, H, R, y, observed):
 
 
 def _smoother_gains(params: LGSSM, filt: FilterResult) -> Array:
-    """G_t = P_t A_{t+1}' (A_{t+1} P_t A_{t+1}' + Q_{t+1})^{-1}, t = 0..T-2."""
+    """G_t = P_t A_{t+1}' (A_{t+1} P_t A_{t+1}' + Q_{t+1})^{-1}, t = 0..T-2.
+
+    Solved by Cholesky (the predicted covariance is symmetric positive definite), not by LU:
+    jaxlib 0.10's batched LU kernel deadlocks on a 2-core CPU when two of them run at once
+    (both branches of a vmapped ``cond``, say; measured with jax 0.10.2, fixed in 0.12).
+    """
     T = filt.filtered_mean.shape[0]
     A_next = _steps(params.transition_matrix, T, 2)[1:]
     Pf = filt.filtered_cov[:-1]
@@ -216,21 +221,23 @@ def _smoother_gains(params: LGSSM, filt: FilterResult) -> Array:
 
     def gain(P, A, Pp):
         # Pp symmetric: G = (Pp^-1 A P)'.
-        return jnp.linalg.solve(Pp, A @ P).T
+        return cho_solve((jnp.linalg.cholesky(Pp), True), A @ P).T
 
-    def jittered_gain(P, A, Pp):
+    def fallback_gain(P, A, Pp):
         # Pp is singular where a step of length ~0 follows a (near) noise-free update: the
-        # rounded predicted covariance has a zero eigenvalue. Adding eps * max(diag Pp) changes
-        # G only along directions whose variance is at rounding level.
+        # rounded predicted covariance has a zero (or slightly negative) eigenvalue. Raising
+        # its eigenvalues to at least eps * max(diag Pp) changes G only along directions whose
+        # variance is at rounding level.
         eps = jnp.finfo(Pp.dtype).eps * jnp.max(jnp.diagonal(Pp))
-        return gain(P, A, Pp + eps * jnp.eye(Pp.shape[-1], dtype=Pp.dtype))
+        w, V = jnp.linalg.eigh(_sym(Pp))
+        return (V @ ((V.T @ (A @ P)) / jnp.maximum(w, eps)[:, None])).T
 
     G = jax.vmap(gain)(Pf, A_next, Pp_next)
     ok = jnp.all(jnp.isfinite(G), axis=(-2, -1))
 
     def repair(G):
-        return jnp.where(ok[:, None, None], G, jax.vmap(jittered_gain)(Pf, A_next, Pp_next))
+        return jnp.where(ok[:, None, None], G, jax.vmap(fallback_gain)(Pf, A_next, Pp_next))
 
-    # The jittered solve only where the plain one failed (and only computed if one did): an
-    # unconditional jitter biases the states of long-lengthscale kernels in float32.
+    # The regularised solve only where the plain one failed (and only computed if one did):
+    # an unconditional jitter biases the states of long-lengthscale kernels in float32.
     return jax.lax.cond(jnp.all(ok), lambda G: G, repair, G)

@@ -71,7 +71,10 @@ def _filter_par(params: LGSSM, emissions: Array, mask: Array) -> FilterResult:
         Ai, bi, Ci, etai, Ji = ei
         Aj, bj, Cj, etaj, Jj = ej
         # C, J symmetric: (I + J_j C_i)^{-1} = ((I + C_i J_j)^{-1})'; one inverse serves both.
-        Minv = jnp.linalg.inv(jnp.broadcast_to(eye, Ci.shape) + Ci @ Jj)
+        # By QR, not LU (jnp.linalg.inv): jaxlib 0.10's batched LU deadlocks on a 2-core CPU
+        # when two run at once (see kalman_steps._smoother_gains).
+        q, r = jnp.linalg.qr(jnp.broadcast_to(eye, Ci.shape) + Ci @ Jj)
+        Minv = jax.scipy.linalg.solve_triangular(r, jnp.swapaxes(q, -1, -2), lower=False)
         AjM = Aj @ Minv
         A_ij = AjM @ Ai
         b_ij = jnp.einsum("...ij,...j->...i", AjM,

@@ -31,6 +31,8 @@ Families (the contract of :mod:`probkit.models.base`):
 * :class:`Regressor` (``"nngp"``; engines ``"closed_form"``, ``"quadrature"``, ``"hmc"``) ->
   :class:`NNGPRegression`, whose ``predict``/``posterior`` are :class:`ScaleMixtureNormal`
   distributions; :meth:`Regressor.for_bo` is its Bayesian-optimisation configuration;
+* ``Regressor(predictor="ntk", scale_prior=None)``: the same fit, predicting with the NTK-GP
+  (the infinite-width network trained by gradient flow, Lee et al. 2019) instead;
 * :class:`Classifier` (``"nngp-classifier"``): sparse variational posterior with a shared scale
   -> :class:`NNGPClassifier`, whose ``predict`` is :class:`ClassProbabilities`.
 
@@ -61,7 +63,7 @@ from probkit.models.nngp.classifier import (
     NNGPClassifier,
     SVParams,
 )
-from probkit.models.nngp.fitted import NNGPRegression
+from probkit.models.nngp.fitted import NNGPRegression, NTKSolve, ntk_solve
 from probkit.models.nngp.model import check_scale_prior, nngp_model, scale_mixture_model
 from probkit.models.nngp.predictive import ScaleMixtureNormal
 from probkit.models.nngp.regression import Regressor
@@ -89,5 +91,5 @@ __all__ = [
     "PredictiveMoments", "spectral", "quad_stats", "mask_gram", "masked_quad_stats",
     "gaussian_log_marginal", "student_t_log_marginal", "log_scale_integrand",
     "scale_quadrature", "log_marginal", "scale_posterior", "predictive_moments", "nngp_model",
-    "scale_mixture_model", "check_scale_prior",
+    "scale_mixture_model", "check_scale_prior", "NTKSolve", "ntk_solve",
 ]

@@ -9,12 +9,17 @@ At query points :math:`x_*` it computes the unit-scale moments :math:`\mu_*, S_*
 over :math:`y`, with :math:`\varepsilon` added to :math:`S_*` (``predict``: the noise is scaled
 by :math:`s^2` too). Everything is jitted with the model as an argument, so a padded model
 (``capacity``) serves every data size up to its capacity with the same compiled programs.
+
+With ``predictor="ntk"`` (:class:`~probkit.models.nngp.Regressor`) the moments are those of the
+NTK-GP instead: the distribution, over random initialisations, of the infinite-width network
+trained to convergence by gradient flow on the squared loss (Lee et al. 2019, eq. 16), see
+:func:`ntk_solve` and :class:`NNGPRegression`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -24,7 +29,7 @@ import numpyro.distributions as dist
 from jax import Array
 
 from probkit._checks import check_key
-from probkit.kernels import Kernel
+from probkit.kernels import NNGP, NTK, Kernel
 from probkit.models.base import Fitted, check_inputs
 from probkit.models.nngp.model import check_scale_prior, scale_mixture_model
 from probkit.models.nngp.predictive import ScaleMixtureNormal
@@ -32,6 +37,7 @@ from probkit.models.nngp.spectral import (
     ScalePosterior,
     Spectral,
     log_marginal,
+    mask_gram,
     masked_quad_stats,
     predictive_moments,
     scale_posterior,
@@ -40,7 +46,50 @@ from probkit.models.nngp.spectral import (
 from probkit.result import Result
 from probkit.special import normal_logpdf
 
-__all__ = ["NNGPRegression"]
+__all__ = ["NNGPRegression", "NTKSolve", "ntk_solve"]
+
+PREDICTORS = ("nngp", "ntk")
+
+
+class NTKSolve(NamedTuple):
+    """What the NTK-GP predictor keeps of the training data (standardised units).
+
+    With :math:`A = \\Theta + \\varepsilon I` (:math:`\\Theta` the NTK Gram matrix of the
+    training inputs, :math:`K` the NNGP one; both of :func:`~probkit.models.nngp.mask_gram` form
+    when padded): ``inv`` :math:`= A^{-1}`, ``alpha`` :math:`= A^{-1}y`, ``mid``
+    :math:`= A^{-1}KA^{-1}`.
+    """
+
+    inv: Array
+    alpha: Array
+    mid: Array
+
+
+def _as_ntk(kernel: NNGP) -> NTK:
+    """The NTK of the network whose NNGP kernel is ``kernel`` (same parameters)."""
+    return NTK(kernel.depth, kernel.activation, kernel.weight_variance, kernel.bias_variance,
+               kernel.last_weight_variance, kernel.input_weight_variance)
+
+
+def ntk_solve(kernel: NNGP, x: Array, y: Array, noise, mask: Array | None = None) -> NTKSolve:
+    """:class:`NTKSolve` of the training data ``x`` ``(n, d)``, ``y`` ``(n,)`` for the network
+    whose NNGP kernel is ``kernel`` (one eigendecomposition of :math:`\\Theta`, O(n^3)).
+
+    ``noise`` is the ridge :math:`\\varepsilon > 0` added to :math:`\\Theta`; ``mask`` marks the
+    real rows of padded data (padded rows then decouple, as in
+    :func:`~probkit.models.nngp.mask_gram`).
+    """
+    gram, theta = _as_ntk(kernel).nngp_and_ntk(x, x)
+    if mask is not None:
+        gram, theta, y = mask_gram(gram, mask), mask_gram(theta, mask), jnp.where(mask, y, 0.0)
+    evals, evecs = jnp.linalg.eigh(theta)
+    inv = (evecs / (jnp.maximum(evals, 0.0) + noise)) @ evecs.T
+    inv = 0.5 * (inv + inv.T)
+    mid = inv @ gram @ inv
+    return NTKSolve(inv, inv @ y, 0.5 * (mid + mid.T))
+
+
+_ntk_solve_jit = eqx.filter_jit(ntk_solve)
 
 
 class NNGPRegression(Fitted):
@@ -79,6 +128,22 @@ class NNGPRegression(Fitted):
     closed_form : bool
         Integrate an inverse-gamma scale in closed form (``False``: by quadrature, the
         ``"quadrature"`` engine).
+    predictor : {"nngp", "ntk"}
+        ``"nngp"``: the Bayesian posterior of the NNGP (above). ``"ntk"``: the NTK-GP, the
+        distribution over random initialisations of the infinite-width network (with NNGP
+        kernel ``kernel`` and tangent kernel :math:`\\Theta` of :class:`probkit.kernels.NTK`)
+        trained to convergence by gradient flow on
+        :math:`\\tfrac12\\lVert f(X) - y\\rVert^2 + \\tfrac\\varepsilon2\\lVert\\theta -
+        \\theta_0\\rVert^2` (the ridge pulls towards the initial parameters; Lee et al. 2019,
+        eq. 16, is :math:`\\varepsilon \\to 0`). With :math:`A = \\Theta + \\varepsilon I` it is
+        Gaussian with mean :math:`\\Theta_{*n}A^{-1}y` and covariance
+        :math:`s^2(K_{**} - \\Theta_{*n}A^{-1}K_{n*} - K_{*n}A^{-1}\\Theta_{n*} +
+        \\Theta_{*n}A^{-1}KA^{-1}\\Theta_{n*})`; ``predict`` adds the observation noise
+        :math:`s^2\\varepsilon`. The hyperparameters, :math:`\\varepsilon` and :math:`s^2` are
+        those fitted by the NNGP marginal likelihood (:meth:`log_marginal_likelihood` is that
+        of the NNGP model).
+    ntk : NTKSolve or None
+        The training-data solves of the ``"ntk"`` predictor (:func:`ntk_solve`).
     """
 
     kernel: Kernel
@@ -97,6 +162,16 @@ class NNGPRegression(Fitted):
     scale_draws: Array | None = None
     num_nodes: int = eqx.field(static=True, default=128)
     closed_form: bool = eqx.field(static=True, default=True)
+    ntk: NTKSolve | None = None
+    predictor: str = eqx.field(static=True, default="nngp")
+
+    def __check_init__(self):
+        if self.predictor not in PREDICTORS:
+            raise ValueError(f"predictor: expected one of {PREDICTORS}, got {self.predictor!r}")
+        if self.predictor == "ntk" and (self.ntk is None or self.scale_prior is not None
+                                        or type(self.kernel) is not NNGP):
+            raise ValueError("predictor: 'ntk' needs its NTKSolve, a Gaussian scale "
+                             "(scale_prior=None) and an NNGP kernel")
 
     @property
     def n(self) -> int:
@@ -121,8 +196,10 @@ class NNGPRegression(Fitted):
         with jax.enable_x64(True):
             xs, ys = self.x_train[keep], self.y_train[keep]
             sp = spectral(self.kernel(xs, xs), ys)
+            ntk = (None if self.ntk is None
+                   else _ntk_solve_jit(self.kernel, xs, ys, self.noise, None))
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        fields.update(x_train=xs, y_train=ys, sp=sp, mask=None)
+        fields.update(x_train=xs, y_train=ys, sp=sp, mask=None, ntk=ntk)
         return NNGPRegression(**fields)
 
     def _x(self, x) -> Array:
@@ -226,21 +303,44 @@ def _lml_jit(model: NNGPRegression):
     return lml - n * jnp.log(model.y_unit)
 
 
+def _ntk_moments(model: NNGPRegression, xs: Array, full_cov: bool):
+    """Unit-scale mean, variances and covariance of the NTK-GP at ``xs`` (standardised)."""
+    kx, tx = _as_ntk(model.kernel).nngp_and_ntk(xs, model.x_train)
+    if model.mask is not None:
+        kx, tx = (jnp.where(model.mask[None, :], a, 0.0) for a in (kx, tx))
+    kdiag = model.kernel.diag(xs)
+    b = tx @ model.ntk.inv  # Theta_{*n} A^{-1}
+    c = tx @ model.ntk.mid  # Theta_{*n} A^{-1} K A^{-1}
+    mean = tx @ model.ntk.alpha
+    # as in predictive_moments: below eps * prior variance the difference is rounding
+    var = jnp.maximum(kdiag - 2.0 * jnp.sum(b * kx, 1) + jnp.sum(c * tx, 1),
+                      jnp.finfo(kdiag.dtype).eps * kdiag)
+    cov = None
+    if full_cov:
+        cross = b @ kx.T
+        cov = model.kernel(xs, xs) - cross - cross.T + c @ tx.T
+        cov = 0.5 * (cov + cov.T)
+    return mean, var, cov
+
+
 @eqx.filter_jit
 def _posterior_jit(model: NNGPRegression, x, full_cov: bool, include_noise: bool):
     xs = (x - model.x_loc) / model.x_unit
-    kx = model.kernel(xs, model.x_train)
-    if model.mask is not None:
-        kx = jnp.where(model.mask[None, :], kx, 0.0)
-    kdiag = model.kernel.diag(xs)
-    kss = model.kernel(xs, xs) if full_cov else None
-    mom = predictive_moments(model.sp, model.noise, kx, kdiag, kss)
-    var, cov = mom.var, mom.cov
+    if model.predictor == "ntk":
+        mean, var, cov = _ntk_moments(model, xs, full_cov)
+    else:
+        kx = model.kernel(xs, model.x_train)
+        if model.mask is not None:
+            kx = jnp.where(model.mask[None, :], kx, 0.0)
+        kdiag = model.kernel.diag(xs)
+        kss = model.kernel(xs, xs) if full_cov else None
+        mom = predictive_moments(model.sp, model.noise, kx, kdiag, kss)
+        mean, var, cov = mom.mean, mom.var, mom.cov
     if include_noise:
         var = var + model.noise
         if cov is not None:
             cov = cov + model.noise * jnp.eye(cov.shape[0], dtype=cov.dtype)
     q, _, n = _model_q(model)
     sc = _model_scale(model, q, n)
-    return ScaleMixtureNormal(mom.mean, var, cov, tuple(sc.params), sc.kind, model.y_loc,
+    return ScaleMixtureNormal(mean, var, cov, tuple(sc.params), sc.kind, model.y_loc,
                               model.y_unit)

@@ -23,6 +23,14 @@ Engines (how :math:`s^2` is integrated out, in the fit and in the predictive):
   (:func:`~probkit.models.nngp.scale_mixture_model`: one eigendecomposition for all steps,
   :math:`O(n)` per step); the predictive mixes over the draws.
 
+**Predictors.** ``predictor="nngp"`` (default) is the Bayesian posterior above;
+``predictor="ntk"`` is the NTK-GP (Lee et al. 2019): the distribution, over random
+initialisations, of the infinite-width network trained to convergence by gradient flow on the
+squared loss, with the tangent kernel :math:`\Theta` of :class:`probkit.kernels.NTK` of the same
+network (see :class:`~probkit.models.nngp.NNGPRegression`). Its hyperparameters are those the
+NNGP marginal likelihood fits (the NTK-GP has no likelihood of its own), and it needs the
+Gaussian scale (``scale_prior=None``).
+
 **Compile once.** With ``capacity`` the standardised data are padded with a mask (see
 :func:`~probkit.models.nngp.mask_gram`): the fit and every method of the fitted model compile
 once for all ``n`` up to the capacity, and the losses are module-level functions fed their data
@@ -33,7 +41,9 @@ References
 ----------
 Lee, H., Yun, E., Yang, H., Lee, J. Scale Mixtures of Neural Network Gaussian Processes.
 ICLR 2022 (arXiv:2107.01408). Shah, A., Wilson, A., Ghahramani, Z. Student-t Processes as
-Alternatives to Gaussian Processes. AISTATS 2014.
+Alternatives to Gaussian Processes. AISTATS 2014. Lee, J., Xiao, L., Schoenholz, S., Bahri, Y.,
+Novak, R., Sohl-Dickstein, J., Pennington, J. Wide Neural Networks of Any Depth Evolve as Linear
+Models Under Gradient Descent. NeurIPS 2019 (arXiv:1902.06720).
 """
 
 from __future__ import annotations
@@ -60,7 +70,7 @@ from probkit._checks import (
 from probkit.inference import optimize
 from probkit.kernels import NNGP, Kernel
 from probkit.models.base import Family
-from probkit.models.nngp.fitted import NNGPRegression
+from probkit.models.nngp.fitted import PREDICTORS, NNGPRegression, _ntk_solve_jit
 from probkit.models.nngp.model import _kernel_trainable, _unit_amplitude, check_scale_prior
 from probkit.models.nngp.spectral import (
     _chol_stats,
@@ -256,6 +266,15 @@ class Regressor(Family):
         How :math:`s^2` is integrated out (module notes).
     num_warmup, num_samples, num_chains : int
         NUTS settings of the ``"hmc"`` engine.
+    predictor : {"nngp", "ntk"}
+        ``"nngp"`` (default): the NNGP posterior. ``"ntk"``: the NTK-GP, the infinite-width
+        network trained by gradient flow on the squared loss plus the ridge
+        :math:`\tfrac\varepsilon2\lVert\theta-\theta_0\rVert^2` (so :math:`\Theta +
+        \varepsilon I` is inverted; :math:`\varepsilon`, the fitted noise ratio, also keeps it
+        well conditioned; :math:`\varepsilon\to0` is Lee et al. 2019, eq. 16), with the
+        hyperparameters fitted by the NNGP marginal likelihood. Needs ``scale_prior=None`` and
+        the NNGP kernel (the default kernel, or an :class:`probkit.kernels.NNGP` with
+        ``normalize=False``); other combinations raise ``ValueError`` naming ``predictor``.
 
     Examples
     --------
@@ -297,6 +316,7 @@ class Regressor(Family):
     num_warmup: int = eqx.field(static=True, default=500)
     num_samples: int = eqx.field(static=True, default=1000)
     num_chains: int = eqx.field(static=True, default=2)
+    predictor: str = eqx.field(static=True, default="nngp")
 
     def __check_init__(self):
         prior = self.scale_prior
@@ -335,6 +355,20 @@ class Regressor(Family):
             check_positive_int("capacity", self.capacity)
         for name in ("num_warmup", "num_samples", "num_chains"):
             check_positive_int(name, getattr(self, name))
+        check_choice("predictor", self.predictor, PREDICTORS)
+        if self.predictor == "ntk":
+            if prior is not None:
+                raise ValueError("predictor: the NTK-GP is the trained network over random "
+                                 "initialisations, with no random scale to mix over; use "
+                                 "scale_prior=None (the fitted Gaussian scale)")
+            if self.normalize:
+                raise ValueError("predictor: the normalised NNGP has no tangent kernel "
+                                 "(see probkit.kernels.NTK); use normalize=False")
+            if self.kernel is not None and (type(self.kernel) is not NNGP
+                                            or self.kernel.normalize):
+                raise ValueError("predictor: 'ntk' needs the kernel of a network, an "
+                                 "probkit.kernels.NNGP with normalize=False; got "
+                                 f"{type(self.kernel).__name__}")
 
     @classmethod
     def for_bo(cls, **settings) -> Regressor:
@@ -457,7 +491,9 @@ class Regressor(Family):
                 y_train=ys, sp=sp, x_loc=jnp.asarray(x_loc), x_unit=jnp.asarray(x_unit),
                 y_loc=jnp.float64(y_loc), y_unit=jnp.float64(y_unit),
                 history=np.concatenate(history) if history else np.zeros(0), mask=mask,
-                num_nodes=self.num_nodes, closed_form=closed_form)
+                num_nodes=self.num_nodes, closed_form=closed_form,
+                ntk=(_ntk_solve_jit(kern, xs, ys, eps, mask) if self.predictor == "ntk"
+                     else None), predictor=self.predictor)
         if self.engine != "hmc":
             return fitted
         res = fitted.sample_scale(key=jax.random.fold_in(key, 1), num_warmup=self.num_warmup,
