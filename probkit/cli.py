@@ -21,6 +21,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("hmc", "HMC engine: eight schools with BlackJAX NUTS, read in ArviZ"),
     ("nngp", "Scale mixtures of NNGPs: Student-t process vs Gaussian NNGP under heavy tails"),
     ("tucker", "Functional Bayesian Tucker decomposition: factor curves with bands"),
+    ("seasonal", "State-space GP: Mauna Loa CO2, trend + quasi-periodic season, O(n) Kalman fit"),
     ("dkf", "Discriminative Kalman filter: decoding hand velocity from neural features"),
     ("pfn", "PFN engine: a shipped transformer predicts a GP posterior in one forward pass"),
     ("fbnn", "Functional-prior BNNs: a BNN prior matched to a GP in Wasserstein distance"),

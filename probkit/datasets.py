@@ -5,6 +5,8 @@
 * :func:`load_tensor` -- continuous-indexed tensors of the FunBaT paper (Fang et al. 2024).
 * :func:`load_flint` -- Flint 2012 macaque reach, trial 1, as used by the discriminative
   Kalman filter paper (Burkhart et al. 2020).
+* :func:`load_co2` -- monthly Mauna Loa atmospheric CO2, 1958-2001 (Keeling & Whorf 2004),
+  a seasonal series for the state-space GPs.
 
 Examples
 --------
@@ -20,7 +22,8 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["UCI_NAMES", "TENSOR_NAMES", "load_uci", "load_tensor", "load_flint"]
+__all__ = ["UCI_NAMES", "TENSOR_NAMES", "load_uci", "load_tensor", "load_flint",
+           "load_co2"]
 
 UCI_NAMES = ("boston", "concrete", "energy", "wine", "yacht")
 TENSOR_NAMES = {"funbat_synthetic_r1": "funbat_synthetic_r1.npz",
@@ -87,3 +90,64 @@ def load_flint(protocol_split: bool = False) -> dict[str, np.ndarray]:
         return {"x_train": x[:5000], "z_train": z[:5000], "x_test": x[5000:6000],
                 "z_test": z[5000:6000]}
     return {"x": x, "z": z}
+
+
+def load_co2(start: float | None = None, stop: float | None = None) -> dict[str, np.ndarray]:
+    """Monthly mean atmospheric CO2 at Mauna Loa, March 1958 - December 2001 (521 months).
+
+    Means of the weekly values of the Scripps record (Keeling & Whorf 2004) within each
+    calendar month; the 5 months without any weekly value are absent, so the times are
+    sorted but not evenly spaced (provenance in ``probkit/data/README.md``).
+
+    Parameters
+    ----------
+    start, stop : float, optional
+        Keep the months with ``start <= time < stop`` (decimal years; default: all).
+
+    Returns
+    -------
+    dict
+        ``time`` (float64, decimal year of mid-month, ``year + (month - 0.5) / 12``),
+        ``co2`` (float64, ppm), ``year``, ``month`` (1..12) and ``n_weeks`` (number of
+        weekly values averaged), all 1-D of the same length.
+
+    Raises
+    ------
+    ValueError
+        ``start`` or ``stop`` not a finite number, or a window that keeps no month.
+
+    Examples
+    --------
+    >>> from probkit.datasets import load_co2
+    >>> d = load_co2()
+    >>> d["co2"].shape, int(d["year"][0]), int(d["month"][0]), float(d["co2"][0])
+    ((521,), 1958, 3, 316.1)
+    >>> bool(load_co2(start=1990.0)["time"].min() > 1990.0)
+    True
+    """
+    bounds = {}
+    for name, value in (("start", start), ("stop", stop)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer
+                                                        | np.floating):
+            raise ValueError(f"{name}: expected a number (decimal year) or None, got {value!r}")
+        if not np.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        bounds[name] = float(value)
+    lines = [ln for ln in _data_path("co2", "co2_monthly.csv").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    # lines[0] is the header "year,month,co2,n_weeks"
+    table = np.loadtxt(lines[1:], delimiter=",", ndmin=2)
+    year, month = table[:, 0].astype(int), table[:, 1].astype(int)
+    out = {"time": year + (month - 0.5) / 12.0, "co2": table[:, 2], "year": year,
+           "month": month, "n_weeks": table[:, 3].astype(int)}
+    keep = np.ones(year.shape[0], dtype=bool)
+    if "start" in bounds:
+        keep &= out["time"] >= bounds["start"]
+    if "stop" in bounds:
+        keep &= out["time"] < bounds["stop"]
+    if not keep.any():
+        raise ValueError(f"start, stop: the window [{start}, {stop}) keeps no month of the "
+                         "record (1958.2 - 2002.0)")
+    return {k: v[keep] for k, v in out.items()}
