@@ -25,7 +25,6 @@ import probkit
 ROOT = pathlib.Path(__file__).parents[2]
 TIMEOUT = 400  # seconds for all three processes (measured: 41 s on two lightly loaded cores)
 
-pytestmark = pytest.mark.xdist_group("distributed")  # one worker runs the processes once
 
 
 def _free_port() -> int:
@@ -89,14 +88,14 @@ def _equal(runs, prefix: str) -> int:
     return len(names)
 
 
-def test_processes_see_all_devices(runs):
+def _check_processes_see_all_devices(runs):
     for pid in (0, 1):
         assert int(runs[pid]["process_count"]) == 2
         assert int(runs[pid]["device_count"]) == 2
     assert int(runs[-1]["process_count"]) == 1 and int(runs[-1]["device_count"]) == 2
 
 
-def test_parallel_chains_over_two_processes_equal_one_process(runs):
+def _check_parallel_chains_over_two_processes_equal_one_process(runs):
     """Each process holds both chains (gathered) and one ArviZ object of both; the draws,
     sample stats and log-likelihood equal the single process's bit for bit."""
     assert _equal(runs, "hmc_") == 6
@@ -107,7 +106,7 @@ def test_parallel_chains_over_two_processes_equal_one_process(runs):
     assert np.all(np.isfinite(runs[0]["hmc_mu"])) and runs[0]["hmc_mu"].std() > 0
 
 
-def test_data_parallel_pfn_training_equals_one_process_with_one_checkpoint(runs):
+def _check_data_parallel_pfn_training_equals_one_process_with_one_checkpoint(runs):
     """Losses and weights equal the single process's bit for bit; one checkpoint per run (no
     second writer, no leftover temporary file); a run interrupted after its step-5 checkpoint
     and resumed in both processes ends where the uninterrupted run did."""
@@ -129,7 +128,7 @@ def test_data_parallel_pfn_training_equals_one_process_with_one_checkpoint(runs)
                                           runs[-1][f"pfn_leaf{i}"])
 
 
-def test_time_budget_gives_one_step_count_on_all_processes(runs):
+def _check_time_budget_gives_one_step_count_on_all_processes(runs):
     """The step count estimated from each process's clock is process 0's on both."""
     assert int(runs[0]["budget_steps"]) == int(runs[1]["budget_steps"]) >= 10
     names = [k for k in runs[0] if k.startswith("budget_leaf")]
@@ -137,5 +136,16 @@ def test_time_budget_gives_one_step_count_on_all_processes(runs):
         np.testing.assert_array_equal(runs[0][name], runs[1][name], err_msg=name)
 
 
-def test_data_parallel_neural_process_training_equals_one_process(runs):
+def _check_data_parallel_neural_process_training_equals_one_process(runs):
     assert _equal(runs, "cnp_") > 10
+
+
+def test_two_processes_equal_one_process_with_two_devices(runs):
+    """All checks in one test: the three worker processes run once. (With pytest 9.2 and
+    pytest-xdist 3.8, ``--dist loadgroup`` no longer keeps an ``xdist_group`` on one worker,
+    so separate tests of this module ran the processes once per worker.)"""
+    _check_processes_see_all_devices(runs)
+    _check_parallel_chains_over_two_processes_equal_one_process(runs)
+    _check_data_parallel_pfn_training_equals_one_process_with_one_checkpoint(runs)
+    _check_time_budget_gives_one_step_count_on_all_processes(runs)
+    _check_data_parallel_neural_process_training_equals_one_process(runs)
