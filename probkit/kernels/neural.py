@@ -326,8 +326,7 @@ class NTK(NNGP):
 
     Parameters
     ----------
-    depth, activation, weight_variance, bias_variance, last_weight_variance, \
-input_weight_variance
+    depth, activation, weight_variance, bias_variance, last_weight_variance, input_weight_variance
         As for :class:`NNGP`.
     normalize : bool
         Must be ``False``. The normalised NNGP is a correlation kernel, not the covariance of
