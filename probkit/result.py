@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Result", "group_names", "to_inference_data"]
+__all__ = ["Result", "group_names", "loo_elpd", "to_inference_data"]
 
 _GROUPS = ("posterior", "sample_stats", "log_likelihood", "posterior_predictive",
            "observed_data", "constant_data", "predictions", "predictions_constant_data")
@@ -161,6 +161,28 @@ def group_names(data) -> list[str]:
     if callable(groups):
         return list(groups())
     return list(data.children)
+
+
+def loo_elpd(loo) -> tuple[float, float]:
+    """``(elpd, se)`` of the result of ``arviz.loo``, on either major ArviZ version.
+
+    ArviZ 0.x names the estimate ``elpd_loo`` (an ``ELPDData`` Series); ArviZ 1.x
+    (``arviz_stats``) names it ``elpd``. Both name its standard error ``se``.
+
+    Examples
+    --------
+    >>> import arviz as az, numpy as np
+    >>> from probkit.result import Result, loo_elpd
+    >>> rng = np.random.default_rng(0)
+    >>> res = Result(posterior={"mu": rng.normal(size=(2, 200))},
+    ...              log_likelihood={"y": -1.0 + 0.1 * rng.normal(size=(2, 200, 5))},
+    ...              observed_data={"y": np.zeros(5)})
+    >>> elpd, se = loo_elpd(az.loo(res.to_arviz()))
+    >>> bool(-5.5 < elpd < -4.5)
+    True
+    """
+    elpd = loo.elpd_loo if hasattr(loo, "elpd_loo") else loo.elpd
+    return float(elpd), float(loo.se)
 
 
 def to_inference_data(groups: Mapping[str, Mapping[str, Any]], attrs: Mapping[str, Any]
