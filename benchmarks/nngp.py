@@ -205,6 +205,9 @@ def main(argv=None):
     ap.add_argument("--part", choices=("all", "uci", "extra"), default="all",
                     help="run only the UCI part or only the synthetic/timing/digits part "
                          "(writes nngp_<part>.json; merge with --merge)")
+    ap.add_argument("--methods", nargs="*", default=None,
+                    help="run only these methods of the UCI part (writes nngp_uci_<tag>.json)")
+    ap.add_argument("--tag", default="subset", help="file tag with --methods")
     ap.add_argument("--merge", action="store_true",
                     help="merge results/nngp_uci.json and nngp_extra.json into nngp.json")
     args = ap.parse_args(argv)
@@ -227,6 +230,7 @@ def main(argv=None):
     if args.part == "extra":
         datasets = []
     nsplit = args.splits or (2 if quick else 10)
+    uci_name = "nngp_uci" if not args.methods else f"nngp_uci_{args.tag}"
     rows = []
     t_all = time.time()
     for name in datasets:
@@ -234,14 +238,14 @@ def main(argv=None):
         for split in range(nsplit):
             d = load_uci(name, split)
             results.append(run_split(d["x_train"], d["y_train"], d["x_test"], d["y_test"],
-                                     split, fit_kw))
+                                     split, fit_kw, names=args.methods))
             print(name, split, {k: tuple(np.round(v[:2], 3)) for k, v in results[-1].items()},
                   f"{time.time() - t_all:.0f}s", flush=True)
         summarise(rows, name, results, quick)
         if args.part == "uci":  # keep what is done if the run is stopped
-            write_results("nngp_uci", rows, quick=quick)
+            write_results(uci_name, rows, quick=quick)
     if args.part == "uci":
-        write_results("nngp_uci", rows, quick=quick)
+        write_results(uci_name, rows, quick=quick)
         return
     # heavy-tailed synthetic set
     x, y = syn_t()
