@@ -38,7 +38,6 @@ from probkit.demos.seasonal import (  # noqa: E402
     dense_log_likelihood,
     forecast,
     plot_forecast,
-    sde_gram,
     to_ppm,
 )
 from probkit.distributions import StateSpaceGP  # noqa: E402
@@ -102,7 +101,7 @@ def main():
     noise = theta["noise"]
     sde = co2_sde(theta)
     ll_ss = float(StateSpaceGP(sde, t, noise).log_prob(y))
-    ll_dense_trunc = dense_log_likelihood(sde_gram(sde), t, y, noise)
+    ll_dense_trunc = dense_log_likelihood(sde.gram, t, y, noise)
     ll_ss_16 = float(StateSpaceGP(co2_sde(theta, order=16), t, noise).log_prob(y))
     ll_dense = dense_log_likelihood(co2_kernel(theta), t, y, noise)
     print("log-likelihood at the posterior mean:")

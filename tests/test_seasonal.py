@@ -60,7 +60,7 @@ def test_state_space_log_likelihood_equals_dense_gp(x64):
     noise = THETA["noise"]
     sde = seasonal.co2_sde(THETA)                        # the model's 4 harmonics
     ll_ss = float(StateSpaceGP(sde, t, noise).log_prob(y))
-    ll_trunc = seasonal.dense_log_likelihood(seasonal.sde_gram(sde), t, y, noise)
+    ll_trunc = seasonal.dense_log_likelihood(sde.gram, t, y, noise)
     # absolute tolerance 1e-6 (log p(y) is about 290 here: 3e-9 relative)
     assert abs(ll_ss - ll_trunc) < 1e-6
     # 16 harmonics: truncation error bound below 1e-12 of the variance -> the exact kernel
@@ -77,7 +77,7 @@ def test_forecast_equals_dense_gp(x64):
     t, y = jnp.asarray(d["t"]), jnp.asarray(d["y"])
     noise = THETA["noise"]
     ts = jnp.asarray(t[-1] + np.array([0.5, 1.0 / 12.0, 2.25, 10.0]))   # unsorted on purpose
-    for order, gram in ((seasonal.ORDER, seasonal.sde_gram(seasonal.co2_sde(THETA))),
+    for order, gram in ((seasonal.ORDER, seasonal.co2_sde(THETA).gram),
                         (16, seasonal.co2_kernel(THETA))):
         post = gp_posterior(seasonal.co2_sde(THETA, order), t, y, noise, test_times=ts)
         mean, var = _dense_posterior(gram, t, y, noise, ts)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 from scipy.special import ive
-from scipy.stats import multivariate_normal
 
 from probkit.distributions import StateSpaceGP
 from probkit.inference.ep import ep_statespace_gp
@@ -37,6 +36,7 @@ from probkit.statespace import (
     periodic_order,
 )
 from tests.inference.test_ep import _dense_ep, _grid_moments, _poisson_loglik
+from tests.inference.test_kalman import _dense_gp
 
 TWO_PI = 2.0 * np.pi
 
@@ -75,11 +75,6 @@ def _bound(sde) -> float:
         b1, b2 = _bound(sde.left), _bound(sde.right)
         return b1 * _variance(sde.right) + _variance(sde.left) * b2 + b1 * b2
     return 0.0
-
-
-def _implied_cov(sde, t):
-    lags = jnp.asarray(t[None, :] - t[:, None])
-    return np.asarray(jax.vmap(jax.vmap(sde.kernel))(lags))
 
 
 # ----------------------------------------------------------------------------- dense kernels
@@ -159,7 +154,7 @@ def test_sde_covariance_matches_dense_kernel(x64, name):
     K = np.asarray(kern(jnp.asarray(t)[:, None], jnp.asarray(t)[:, None]))
     # The SDE holds the dense kernel it was built from (one set of hyperparameters).
     np.testing.assert_array_equal(sde.dense(jnp.asarray(t), jnp.asarray(t)), K)
-    err = np.max(np.abs(_implied_cov(sde, t) - K)) / K[0, 0]
+    err = np.max(np.abs(np.asarray(sde.gram(t, t)) - K)) / K[0, 0]
     bound = _bound(sde) / K[0, 0]
     assert bound < 1e-8  # the order chosen for the periodic part meets 1e-8 of the variance
     assert err <= bound + 1e-12, (err, bound)  # exact (to rounding) where nothing is truncated
@@ -281,18 +276,6 @@ def test_rotations_have_zero_process_noise(x64):
 # ----------------------------------------------------------------------------- GP users
 
 
-def _dense_gp(kern, t, y, noise, ts):
-    x, xs = jnp.asarray(t)[:, None], jnp.asarray(ts)[:, None]
-    K = np.asarray(kern(x, x))
-    Ky = K + noise * np.eye(len(t))
-    Ks = np.asarray(kern(xs, x))
-    ll = multivariate_normal(np.zeros(len(t)), Ky).logpdf(y)
-    mean = K @ np.linalg.solve(Ky, y)
-    tmean = Ks @ np.linalg.solve(Ky, y)
-    tvar = np.asarray(kern.diag(xs)) - np.einsum("ij,ji->i", Ks, np.linalg.solve(Ky, Ks.T))
-    return ll, mean, tmean, tvar
-
-
 GP_CASES = ["periodic", "quasi-periodic", "trend+season", "sho-underdamped", "sho-overdamped",
             "celerite", "cosine*matern12+sho"]
 
@@ -307,7 +290,8 @@ def test_statespace_gp_and_gp_posterior_match_dense_gp(x64, name):
     noise = 0.05
     # An order that makes the periodic truncation negligible, for a 1e-8 comparison ...
     sde = as_sde(kern, periodic_order=14)
-    ll, mean, tmean, tvar = _dense_gp(kern, t, y, noise, ts)
+    ll, mean_all, var_all = _dense_gp(kern, t, y, noise, ts)
+    mean, tmean, tvar = mean_all[:len(t)], mean_all[len(t):], var_all[len(t):]
     lp = float(StateSpaceGP(sde, t, noise).log_prob(y))
     np.testing.assert_allclose(lp, ll, rtol=1e-10)
     post = gp_posterior(sde, t, y, noise, test_times=ts)

@@ -46,7 +46,7 @@ from probkit.kernels import Matern12, Matern52, Periodic
 from probkit.statespace import as_sde
 
 __all__ = ["ORDER", "T0", "PRIORS", "SITES", "co2_data", "to_ppm", "co2_kernel", "co2_sde",
-           "co2_model", "fit_map", "forecast", "dense_log_likelihood", "sde_gram", "plot_forecast",
+           "co2_model", "fit_map", "forecast", "dense_log_likelihood", "plot_forecast",
            "demo"]
 
 #: Harmonics of the yearly periodic factor in the fitted model (state dimension
@@ -205,21 +205,6 @@ def dense_log_likelihood(kernel, t, y, noise) -> float:
     alpha = jax.scipy.linalg.solve_triangular(chol, y, lower=True)
     return float(-0.5 * alpha @ alpha - jnp.sum(jnp.log(jnp.diag(chol)))
                  - 0.5 * y.shape[0] * np.log(2.0 * np.pi))
-
-
-def sde_gram(sde):
-    """The covariance function an SDE represents, as a dense kernel ``(x1, x2) -> Gram``.
-
-    Evaluates ``sde.kernel(tau) = H expm(F |tau|) Pinf H'`` lag by lag, so for a truncated
-    periodic series it is the truncated kernel the Kalman filter actually uses (a dense GP of
-    exactly the state-space model, for checks of the filter to rounding)."""
-    row = jax.vmap(sde.kernel)
-
-    def gram(x1, x2):
-        lags = jnp.asarray(x1)[:, :1] - jnp.asarray(x2)[:, 0][None, :]
-        return jax.lax.map(row, lags)   # one row at a time: no (n1, n2, D, D) intermediate
-
-    return gram
 
 
 def plot_forecast(path: Path, data: dict, fit: tuple, fc: tuple, title: str) -> None:

@@ -41,10 +41,11 @@ Algorithms
 * State-space GP log-likelihood (:func:`gp_log_likelihood`, used by
   :class:`probkit.distributions.StateSpaceGP`): its ``jax.grad`` with respect to a few
   hyperparameters runs in forward mode (:mod:`probkit.inference.forward_gradient`: one pass
-  carrying the tangents, no backward scan), 2-3x faster than reverse mode on a CPU.
+  carrying the tangents, no backward scan), about 2x faster than reverse mode on a CPU
+  (``benchmarks/statespace.py``: the ``probkit-statespace-gp`` vs ``probkit-kalman-scan`` rows).
 * Scans of at least ``UNROLL_FROM`` steps are unrolled ``UNROLL`` steps per iteration (fewer
-  loop iterations for XLA to dispatch: 1.5x on a Matern-3/2 value + gradient at 1e5 steps;
-  shorter series keep the rolled loop, which compiles 1.2-2.4x faster).
+  loop iterations for XLA to dispatch); shorter series keep the rolled loop, which compiles
+  faster.
 
 Examples
 --------

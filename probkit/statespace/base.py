@@ -62,6 +62,15 @@ class SDE(eqx.Module):
         A = self.transition(jnp.abs(tau))
         return (self.H @ A @ self.Pinf @ self.H.T)[0, 0]
 
+    def gram(self, t1: Array, t2: Array) -> Array:
+        """The covariance matrix ``k(t1_i - t2_j)`` this SDE represents, shape ``(n1, n2)``, for
+        dense checks: for a truncated :class:`~probkit.statespace.PeriodicSDE` it is the
+        truncated kernel the Kalman filter uses, not ``self.dense``. Row by row (``lax.map``),
+        so no ``(n1, n2, D, D)`` intermediate."""
+        t1, t2 = jnp.ravel(jnp.asarray(t1)), jnp.ravel(jnp.asarray(t2))
+        row = jax.vmap(self.kernel)
+        return jax.lax.map(lambda a: row(a - t2), t1)
+
     def __add__(self, other: SDE) -> SumSDE:
         return SumSDE((self, other))
 
