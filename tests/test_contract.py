@@ -116,11 +116,8 @@ def test_save_load_is_bit_for_bit(case, tmp_path):
 
 @pytest.mark.parametrize("case", params(c for c in CASES if c.box))
 def test_three_bo_steps_with_the_family_as_surrogate(case):
-    if case.name == "tucker" and jax.__version_info__ < (0, 11):
-        # jaxlib 0.10.2 (what pip resolves on Python 3.11) deadlocks in about 1 run in 6 inside
-        # the jitted acquisition optimiser with FunBaT's posterior (all XLA worker threads idle,
-        # the main thread waiting on a future; potrf/syevd/trsm kernels only). Runs on jax 0.12.
-        pytest.skip("jaxlib 0.10 intermittently deadlocks in FunBaT's acquisition path")
+    if case.bo_skip:
+        pytest.skip(case.bo_skip)
     problem = bo.branin()
     res = bo.minimize(problem, problem.bounds, budget=7, n_init=4, key=jax.random.key(5),
                       surrogate=case.bo_family or case.family, progress_bar=False)

@@ -16,7 +16,8 @@ class Case:
 
     ``x``/``y`` train, ``x_new``/``y_new`` are held out. ``box``: the family takes points of a box
     as inputs and so runs as a BO surrogate. ``bo_family``: a cheaper configuration for the three
-    BO steps (default ``family``). ``exact_log_prob``: ``predict(x).log_prob`` is a normalised
+    BO steps (default ``family``). ``bo_skip``: a reason to skip those steps here (a known fault of
+    the installed jax), or ``None``. ``exact_log_prob``: ``predict(x).log_prob`` is a normalised
     density (checked by quadrature). ``joint``: ``posterior`` samples are joint over the points.
     """
 
@@ -28,6 +29,7 @@ class Case:
     y_new: np.ndarray
     box: bool = True
     bo_family: Any = None
+    bo_skip: str | None = None
     exact_log_prob: bool = True
     fit_kwargs: dict = dataclasses.field(default_factory=dict)
 
