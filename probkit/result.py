@@ -26,12 +26,13 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Result", "group_names", "loo_elpd", "to_inference_data"]
+__all__ = ["Result", "group_names", "import_arviz", "loo_elpd", "to_inference_data"]
 
 _GROUPS = ("posterior", "sample_stats", "log_likelihood", "posterior_predictive",
            "observed_data", "constant_data", "predictions", "predictions_constant_data")
@@ -116,18 +117,30 @@ class Result:
 
     def summary(self, var_names=None, **kwargs) -> str:
         """Print and return ArviZ's summary table (mean, sd, interval, ESS, R-hat)."""
-        import arviz as az
-
-        table = az.summary(self.to_arviz(), var_names=var_names, **kwargs)
+        table = import_arviz().summary(self.to_arviz(), var_names=var_names, **kwargs)
         text = table.to_string()
         print(text)
         return text
 
 
-def _arviz_major() -> int:
-    import arviz as az
+def import_arviz():
+    """Import ArviZ without the notice ArviZ 0.23 prints on import (a ``FutureWarning`` about
+    its 1.0 refactor).
 
-    return int(az.__version__.split(".")[0])
+    probkit works with both major versions (see :func:`to_inference_data`), so the notice
+    asks nothing of its users. Importing ArviZ directly afterwards does not print it either
+    (the module is imported once).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor",
+                                category=FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def _arviz_major() -> int:
+    return int(import_arviz().__version__.split(".")[0])
 
 
 def _attrs_for_netcdf(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,8 +205,7 @@ def to_inference_data(groups: Mapping[str, Mapping[str, Any]], attrs: Mapping[st
     ArviZ 0.x takes one keyword per group in ``az.from_dict``; ArviZ 1.x takes a single
     dict of groups and returns an xarray ``DataTree``. Empty groups are dropped.
     """
-    import arviz as az
-
+    az = import_arviz()
     present = {g: dict(v) for g, v in groups.items() if v}
     meta = _attrs_for_netcdf(attrs or {})
     if _arviz_major() >= 1:  # pragma: no cover - exercised on Python >= 3.12

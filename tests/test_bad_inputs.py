@@ -21,6 +21,7 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 
+import probkit
 from probkit import bo
 from probkit.distributions import StateSpaceGP
 from probkit.inference import hmc, optimize, sgmcmc
@@ -237,6 +238,25 @@ CASES = [
     ("hmc-empty-observed-site", lambda: _hmc(y=np.zeros(0)), "observed site 'y'"),
     ("hmc-init_strategy-not-callable", lambda: _hmc(init_strategy="median"), "init_strategy"),
     ("hmc-model-not-callable", lambda: _hmc(model=3), "model"),
+    ("hmc-sampler-unknown", lambda: _hmc(sampler="nutpie"), "sampler"),
+    ("hmc-max_tree_depth-for-mams", lambda: _hmc(sampler="mams", max_tree_depth=5),
+     "max_tree_depth"),
+    ("hmc-target_accept-for-mclmc", lambda: _hmc(sampler="mclmc", target_accept=0.9),
+     "target_accept"),
+    ("hmc-dense_mass-for-mclmc", lambda: _hmc(sampler="mclmc", dense_mass=True), "dense_mass"),
+    ("hmc-num_integration_steps-zero", lambda: _hmc(sampler="hmc", num_integration_steps=0),
+     "num_integration_steps"),
+    ("hmc-desired_energy_var-negative", lambda: _hmc(sampler="mclmc", desired_energy_var=-1.0),
+     "desired_energy_var"),
+    ("hmc-mclmc-scalar-latent", lambda: _hmc(sampler="mclmc"), "sampler"),
+    ("hmc-mams-scalar-latent", lambda: _hmc(sampler="mams"), "sampler"),
+    ("hmc-kernel-sampler-unknown", lambda: hmc.BlackJAXKernel(_normal_mean, sampler="mala"),
+     "sampler"),
+    # --- probkit.enable_compilation_cache
+    ("cache-min_compile_time-negative",
+     lambda: probkit.enable_compilation_cache(min_compile_time_secs=-1.0),
+     "min_compile_time_secs"),
+    ("cache-path-is-a-file", lambda: probkit.enable_compilation_cache(__file__), "path"),
     # --- probkit.inference.sgmcmc.run
     ("sgmcmc-batch_size-float", lambda: _sgmcmc(batch_size=2.0), "batch_size"),
     ("sgmcmc-data-lengths", lambda: _sgmcmc(np.ones(5), np.zeros(3)), "data"),

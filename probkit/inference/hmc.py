@@ -1,21 +1,20 @@
-r"""BlackJAX NUTS for NumPyro models.
+r"""The HMC engine: BlackJAX samplers for NumPyro models.
 
 Two levels, as in BlackJAX:
 
-* pure functions on NamedTuples: :func:`window_adaptation_init`,
-  :func:`window_adaptation_update` (Stan's windowed adaptation of the step size by dual
-  averaging and of a diagonal or dense inverse mass matrix by Welford's covariance), and
-  :func:`sample_chain` (warm-up followed by sampling for one chain of any log density);
+* pure functions of one chain in :mod:`probkit.inference.samplers` (NUTS and static HMC with
+  Stan's window adaptation, MAMS and MCLMC with BlackJAX's own tuners);
 * a convenience call :func:`run` that takes a NumPyro model, vectorises or shards the chains
   over ``jax.devices()``, compiles once per model and data shape and returns a
-  :class:`probkit.result.Result`; and :class:`BlackJAXNUTS`, a ``numpyro.infer.MCMCKernel``
-  so that ``numpyro.infer.MCMC``, ``Predictive`` and ``arviz.from_numpyro`` work with it.
+  :class:`probkit.result.Result`; and :class:`BlackJAXKernel` (``sampler=`` any of the four,
+  :class:`BlackJAXNUTS` for NUTS), a ``numpyro.infer.MCMCKernel`` so that
+  ``numpyro.infer.MCMC``, ``Predictive`` and ``arviz.from_numpyro`` work with it.
 
-The sampler is the multinomial, iterative No-U-Turn sampler of BlackJAX (Hoffman & Gelman
-2014; Betancourt 2017). Warm-up follows Stan: a fast window adapting only the step size to the
-target acceptance rate, slow windows doubling in size that estimate the (inverse) mass matrix
-:math:`M^{-1} \approx \mathrm{Cov}[z]` (regularised towards :math:`10^{-3} I`), and a final
-fast window.
+``sampler="nuts"`` (the default) is the multinomial, iterative No-U-Turn sampler of BlackJAX
+(Hoffman & Gelman 2014; Betancourt 2017); ``"mams"`` the Metropolis-adjusted microcanonical
+sampler (Robnik et al. 2025, arXiv:2503.01707); ``"mclmc"`` its unadjusted Langevin form
+(biased by the step size; Robnik et al. 2023); ``"hmc"`` static-trajectory HMC. Every result
+records the gradient evaluations per draw (``sample_stats["n_grad"]``).
 
 Examples
 --------
@@ -28,6 +27,14 @@ Examples
 ...               num_warmup=200, num_samples=200, num_chains=2, progress_bar=False)
 >>> res.posterior["mu"].shape
 (2, 200)
+>>> def means(y=None):                       # MAMS and MCLMC need two or more dimensions
+...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
+...     numpyro.sample("y", dist.Normal(mu, 1.0).to_event(1), obs=y)
+>>> res = hmc.run(means, y=jnp.array([[0.5, 1.5]]), key=jax.random.key(0), sampler="mams",
+...               num_warmup=200, num_samples=200, num_chains=2, progress_bar=False)
+>>> n_steps, n_grad = res.sample_stats["n_steps"], res.sample_stats["n_grad"]
+>>> bool((n_grad == 2 * n_steps).all())     # McLachlan: two gradients per step
+True
 """
 
 from __future__ import annotations
@@ -44,10 +51,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
-from blackjax.adaptation.staged_adaptation import build_schedule
-from blackjax.adaptation.step_size import dual_averaging_adaptation
-from blackjax.util import pytree_size
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_uniform
@@ -61,203 +64,14 @@ from numpyro.infer.util import (
 )
 
 from probkit._checks import check_key, check_positive_int
-from probkit.inference import distributed
-from probkit.inference.progress import ProgressBar, progress_tick
+from probkit.inference import distributed, samplers
+from probkit.inference.progress import ProgressBar
+from probkit.inference.samplers import SamplerOptions, sample_chain, sampler_options
 from probkit.result import Result
 
-__all__ = [
-    "AdaptationState",
-    "BlackJAXNUTS",
-    "ChainDraws",
-    "NUTSKernelState",
-    "run",
-    "sample_chain",
-    "window_adaptation_init",
-    "window_adaptation_update",
-]
+__all__ = ["BlackJAXKernel", "BlackJAXNUTS", "KernelState", "model_logdensity", "run"]
 
 CHAIN_METHODS = ("vectorized", "parallel", "sequential")
-
-
-# --------------------------------------------------------------------------------------------
-# Pure layer
-# --------------------------------------------------------------------------------------------
-
-
-class AdaptationState(NamedTuple):
-    """Stan-style window adaptation state.
-
-    Attributes
-    ----------
-    da_state : DualAveragingAdaptationState
-        Dual-averaging state of :math:`\\log \\epsilon`.
-    mm_state : MassMatrixAdaptationState
-        Welford covariance accumulator and the current inverse mass matrix.
-    step_size : Array
-        Step size used by the next transition.
-    inverse_mass_matrix : Array
-        Inverse mass matrix used by the next transition, shape ``(d,)`` or ``(d, d)``.
-    """
-
-    da_state: Any
-    mm_state: Any
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
-
-
-class ChainDraws(NamedTuple):
-    """Per-draw output of :func:`sample_chain` (leading axis: draw)."""
-
-    position: Any
-    logdensity: jax.Array
-    diverging: jax.Array
-    acceptance_rate: jax.Array
-    energy: jax.Array
-    n_steps: jax.Array
-    tree_depth: jax.Array
-    step_size: jax.Array
-
-
-def _adaptation_fns(dense_mass: bool, target_accept: float):
-    mm = mass_matrix_adaptation(is_diagonal_matrix=not dense_mass)
-    da = dual_averaging_adaptation(target_accept)
-    return mm, da
-
-
-def window_adaptation_init(position, *, dense_mass: bool = False, target_accept: float = 0.8,
-                           initial_step_size: float = 1.0) -> AdaptationState:
-    """Initial adaptation state for a position pytree (identity mass matrix)."""
-    (mm_init, _, _), (da_init, _, _) = _adaptation_fns(dense_mass, target_accept)
-    mm_state = mm_init(pytree_size(position))
-    return AdaptationState(da_init(initial_step_size), mm_state,
-                           jnp.asarray(initial_step_size, dtype=jnp.result_type(float)),
-                           mm_state.inverse_mass_matrix)
-
-
-def window_adaptation_update(state: AdaptationState, stage: jax.Array, window_end: jax.Array,
-                             position, acceptance_rate: jax.Array, *, dense_mass: bool = False,
-                             target_accept: float = 0.8) -> AdaptationState:
-    """One warm-up update of Stan's windowed adaptation.
-
-    Parameters
-    ----------
-    state : AdaptationState
-    stage : int array
-        0 in fast windows (step size only), 1 in slow windows (step size and covariance).
-    window_end : bool array
-        True at the last step of a slow window: the inverse mass matrix is recomputed from
-        the window's draws, the accumulator is reset and dual averaging restarts.
-    position : pytree
-        The chain's position after the transition.
-    acceptance_rate : array
-        Mean Metropolis acceptance probability of the transition.
-    """
-    (_, mm_update, mm_final), (da_init, da_update, da_final) = _adaptation_fns(
-        dense_mass, target_accept)
-    da_state = da_update(state.da_state, acceptance_rate)
-    mm_state = jax.lax.cond(stage == 1, lambda s: mm_update(s, position), lambda s: s,
-                            state.mm_state)
-
-    def close_window(args):
-        da_s, mm_s = args
-        mm_s = mm_final(mm_s)
-        return da_init(da_final(da_s)), mm_s
-
-    da_state, mm_state = jax.lax.cond(window_end, close_window, lambda a: a,
-                                      (da_state, mm_state))
-    return AdaptationState(da_state, mm_state, jnp.exp(da_state.log_step_size),
-                           mm_state.inverse_mass_matrix)
-
-
-def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmup: int,
-                 num_samples: int, dense_mass: bool = False, target_accept: float = 0.8,
-                 max_tree_depth: int = 10, thinning: int = 1,
-                 progress_rate: int | None = None) -> tuple[ChainDraws, AdaptationState]:
-    """Warm up and run one NUTS chain on ``logdensity_fn`` (pure, jittable, vmappable).
-
-    Parameters
-    ----------
-    key : PRNG key
-    position : pytree
-        Initial (unconstrained) position.
-    logdensity_fn : callable
-        Log density of the target, up to a constant.
-    num_warmup, num_samples : int
-        Numbers of warm-up and kept transitions (before thinning).
-    dense_mass : bool
-        Adapt a dense rather than a diagonal inverse mass matrix.
-    target_accept : float
-        Target mean acceptance probability of the dual-averaging step-size adaptation.
-    max_tree_depth : int
-        Maximum number of trajectory doublings.
-    thinning : int
-        Keep every ``thinning``-th draw.
-    progress_rate : int, optional
-        If given, call the progress bar every ``progress_rate`` transitions.
-
-    Returns
-    -------
-    draws : ChainDraws
-        ``num_samples // thinning`` draws.
-    adaptation : AdaptationState
-        Final adapted step size and inverse mass matrix.
-    """
-    kernel = blackjax.nuts.build_kernel()
-    state = blackjax.nuts.init(position, logdensity_fn)
-    adapt = window_adaptation_init(position, dense_mass=dense_mass, target_accept=target_accept)
-    key_warm, key_sample = jax.random.split(key)
-    adapt_kw = {"dense_mass": dense_mass, "target_accept": target_accept}
-
-    if num_warmup > 0:
-        with jax.ensure_compile_time_eval():
-            schedule = np.asarray(build_schedule(num_warmup), dtype=np.int32).reshape(-1, 2)
-
-        def warm_step(carry, xs):
-            st, ad = carry
-            i, k, stage, end = xs
-            st, info = kernel(k, st, logdensity_fn, ad.step_size, ad.inverse_mass_matrix,
-                              max_num_doublings=max_tree_depth)
-            ad = window_adaptation_update(ad, stage, end.astype(bool), st.position,
-                                          info.acceptance_rate, **adapt_kw)
-            if progress_rate:
-                progress_tick(i, progress_rate, 0)
-            return (st, ad), None
-
-        xs = (jnp.arange(num_warmup), jax.random.split(key_warm, num_warmup),
-              jnp.asarray(schedule[:, 0]), jnp.asarray(schedule[:, 1]))
-        (state, adapt), _ = jax.lax.scan(warm_step, (state, adapt), xs)
-        step_size = jnp.exp(adapt.da_state.log_step_size_avg)
-    else:
-        step_size = adapt.step_size
-    inv_mass = adapt.inverse_mass_matrix
-    adapt = adapt._replace(step_size=step_size)
-
-    def one_draw(st, xs):
-        i, k = xs
-        keys = jax.random.split(k, thinning)
-
-        def transition(s, kk):
-            return kernel(kk, s, logdensity_fn, step_size, inv_mass,
-                          max_num_doublings=max_tree_depth)
-
-        st, info = jax.lax.scan(transition, st, keys)
-        last = jax.tree.map(lambda a: a[-1], info)
-        if progress_rate:
-            progress_tick(i, max(progress_rate // thinning, 1), num_warmup // thinning)
-        out = ChainDraws(st.position, st.logdensity, last.is_divergent, last.acceptance_rate,
-                         last.energy, last.num_integration_steps,
-                         last.num_trajectory_expansions, step_size)
-        return st, out
-
-    n_keep = num_samples // thinning
-    _, draws = jax.lax.scan(one_draw, state,
-                            (jnp.arange(n_keep), jax.random.split(key_sample, n_keep)))
-    return draws, adapt
-
-
-# --------------------------------------------------------------------------------------------
-# Progress bar driven from inside compiled code
-# --------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,18 +228,16 @@ def _compiled_sampler(model, structure, settings: tuple, mesh_devices: tuple | N
     cache_key = (model, _hashable(structure), settings, mesh_devices)
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
-    (num_warmup, num_samples, dense_mass, target_accept, max_tree_depth, thinning,
-     progress_rate, want_loglik) = settings
+    opts, num_warmup, num_samples, thinning, progress_rate, want_loglik = settings
 
     def chains(keys, z0, dynamic):
         args, kwargs = _rebuild(dynamic, structure)
         logdensity = model_logdensity(model, args, kwargs)
 
         def one(k, z):
-            return sample_chain(k, z, logdensity, num_warmup=num_warmup,
-                                num_samples=num_samples, dense_mass=dense_mass,
-                                target_accept=target_accept, max_tree_depth=max_tree_depth,
-                                thinning=thinning, progress_rate=progress_rate)
+            return sample_chain(k, z, logdensity, sampler=opts, num_warmup=num_warmup,
+                                num_samples=num_samples, thinning=thinning,
+                                progress_rate=progress_rate)
 
         return jax.vmap(one)(keys, z0)
 
@@ -436,7 +248,7 @@ def _compiled_sampler(model, structure, settings: tuple, mesh_devices: tuple | N
                                out_specs=spec, check_vma=False)
 
     def program(keys, z0, dynamic):
-        draws, adapt = chains(keys, z0, dynamic)
+        draws, tuned = chains(keys, z0, dynamic)
         args, kwargs = _rebuild(dynamic, structure)
 
         def constrain(z):
@@ -446,7 +258,7 @@ def _compiled_sampler(model, structure, settings: tuple, mesh_devices: tuple | N
         loglik = {}
         if want_loglik:
             loglik = log_likelihood(model, constrained, *args, batch_ndims=2, **kwargs)
-        return draws, adapt, constrained, loglik
+        return draws, tuned, constrained, loglik
 
     _PROGRAMS[cache_key] = jax.jit(program)
     return _PROGRAMS[cache_key]
@@ -502,19 +314,21 @@ def _choose_devices(num_chains: int, chain_method: str):
     return tuple(devices[:n])
 
 
-def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
+def run(model: Callable, *args, key: jax.Array, sampler: str = "nuts", num_warmup: int = 1000,
         num_samples: int = 1000, num_chains: int = 4, chain_method: str = "vectorized",
-        dense_mass: bool = False, target_accept: float = 0.8,
-        init_strategy: Callable = init_to_uniform, max_tree_depth: int = 10,
+        dense_mass: bool = False, target_accept: float | None = None,
+        init_strategy: Callable = init_to_uniform, max_tree_depth: int | None = None,
+        num_integration_steps: int | None = None, desired_energy_var: float | None = None,
         thinning: int = 1, log_likelihood: bool = True, progress_bar: bool = True,
         **kwargs) -> Result:
-    """Sample the posterior of a NumPyro model with BlackJAX NUTS.
+    """Sample the posterior of a NumPyro model with a BlackJAX sampler (NUTS by default).
 
-    Every chain runs Stan's windowed adaptation (step size by dual averaging towards
-    ``target_accept``, diagonal or dense inverse mass matrix by windowed covariance
-    estimation) followed by ``num_samples`` NUTS transitions. Warm-up, sampling, the map back
-    to constrained space and the pointwise log-likelihood are one compiled program, reused
-    for later calls with data of the same shapes.
+    Every chain warms up with the sampler's own tuning (NUTS and HMC: Stan's windowed
+    adaptation of the step size by dual averaging towards ``target_accept`` and of a diagonal
+    or dense inverse mass matrix; MAMS and MCLMC: BlackJAX's step size, :math:`L` and
+    diagonal preconditioner tuners) and then makes ``num_samples`` transitions. Warm-up,
+    sampling, the map back to constrained space and the pointwise log-likelihood are one
+    compiled program, reused for later calls with data of the same shapes.
 
     Parameters
     ----------
@@ -525,6 +339,12 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
         the compiled program); other values (ints, strings, None) are compile-time constants.
     key : PRNG key
         ``jax.random.key(seed)`` or ``jax.random.PRNGKey(seed)``.
+    sampler : {"nuts", "hmc", "mams", "mclmc"}
+        ``"nuts"``: No-U-Turn sampler; ``"hmc"``: static HMC with ``num_integration_steps``
+        leapfrog steps; ``"mams"``: Metropolis-adjusted microcanonical sampler;
+        ``"mclmc"``: unadjusted microcanonical Langevin (no Metropolis step, so a small
+        step-size bias). The last two need at least two latent dimensions. See
+        :mod:`probkit.inference.samplers`.
     num_warmup : int
         Adaptation transitions per chain (discarded).
     num_samples : int
@@ -539,13 +359,18 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
         devices of all processes and every process returns all chains (call ``run`` on every
         process with the same arguments).
     dense_mass : bool
-        Adapt a dense inverse mass matrix instead of a diagonal one.
-    target_accept : float
-        Target acceptance probability, in (0, 1).
+        Adapt a dense inverse mass matrix instead of a diagonal one (NUTS and HMC).
+    target_accept : float, optional
+        Target acceptance probability in (0, 1) of the Metropolis-adjusted samplers
+        (default 0.8; 0.9 for MAMS).
     init_strategy : callable
         A NumPyro init strategy (``init_to_uniform``, ``init_to_median``, ...).
-    max_tree_depth : int
-        Maximum number of trajectory doublings per transition.
+    max_tree_depth : int, optional
+        NUTS: maximum number of trajectory doublings per transition (default 10).
+    num_integration_steps : int, optional
+        HMC: leapfrog steps per transition (default 16).
+    desired_energy_var : float, optional
+        MCLMC: target variance of the energy error per dimension (default 5e-4).
     thinning : int
         Keep every ``thinning``-th draw.
     log_likelihood : bool
@@ -557,32 +382,35 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
     -------
     Result
         Draws ``(chain, draw, ...)`` of every latent and deterministic site; sample stats
-        ``lp``, ``diverging``, ``acceptance_rate``, ``energy``, ``n_steps``, ``tree_depth``,
-        ``step_size``; observed data; pointwise log-likelihood. ``attrs`` holds the wall
-        times (``compile_and_sample_seconds``) and the devices used.
+        ``lp``, ``diverging``, ``n_steps``, ``n_grad`` (gradient evaluations per kept draw),
+        ``step_size``, and where the sampler has them ``acceptance_rate``, ``energy``,
+        ``tree_depth`` (NUTS), ``energy_change`` (MCLMC) and ``trajectory_length`` (HMC, MAMS,
+        MCLMC); observed data; pointwise log-likelihood. ``attrs`` holds the sampler, the
+        wall time of compilation and sampling (``seconds``) and the devices used.
 
     Raises
     ------
     ValueError
         For a non-key ``key`` (or an array of keys), ``num_samples < 1``, ``num_chains < 1``,
-        ``num_warmup < 0``, ``thinning`` or ``max_tree_depth`` out of range, an unknown
-        ``chain_method``, ``target_accept`` outside (0, 1), a ``model`` or ``init_strategy``
-        that is not callable, a discrete latent site, non-finite or empty observed data, or a
-        model whose initial log density is not finite (each message names the argument or
-        site).
+        ``num_warmup < 0``, ``thinning`` out of range, an unknown ``sampler`` or
+        ``chain_method``, an option the sampler does not have or out of range, a ``model`` or
+        ``init_strategy`` that is not callable, a discrete latent site, non-finite or empty
+        observed data, or a model whose initial log density is not finite (each message names
+        the argument or site).
     """
     key = check_key("key", key)
     num_samples = check_positive_int("num_samples", num_samples)
     num_chains = check_positive_int("num_chains", num_chains)
     num_warmup = check_positive_int("num_warmup", num_warmup, minimum=0)
     thinning = check_positive_int("thinning", thinning)
-    max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
+    opts = sampler_options(sampler, dense_mass=dense_mass, target_accept=target_accept,
+                           max_tree_depth=max_tree_depth,
+                           num_integration_steps=num_integration_steps,
+                           desired_energy_var=desired_energy_var)
     if num_samples < thinning:
         raise ValueError(f"thinning: must not exceed num_samples ({num_samples}), got {thinning}")
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"chain_method: expected one of {CHAIN_METHODS}, got {chain_method!r}")
-    if not 0.0 < float(target_accept) < 1.0:
-        raise ValueError(f"target_accept: must lie in (0, 1), got {target_accept}")
     if not callable(model):
         raise ValueError(f"model: expected a callable NumPyro model, got {type(model).__name__}")
     if not callable(init_strategy):
@@ -591,6 +419,7 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
 
     key_check, key_init, key_chains = _split(key, 3)
     observed, prototype = _check_model(model, key_check, args, kwargs)
+    samplers.check_dimension(opts, prototype)
     dynamic, structure = _partition(args, kwargs)
     z0, valid = _compiled_init(model, structure, init_strategy)(
         _split(key_init, num_chains), prototype, dynamic)
@@ -604,8 +433,7 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
     # The progress callback is always compiled in (it is a no-op without an open bar), so
     # switching the bar on or off does not recompile.
     progress_rate = max(total // 50, 1)
-    settings = (num_warmup, num_samples, bool(dense_mass), float(target_accept), max_tree_depth,
-                thinning, progress_rate, bool(log_likelihood))
+    settings = (opts, num_warmup, num_samples, thinning, progress_rate, bool(log_likelihood))
     program = _compiled_sampler(model, structure, settings, devices)
     chain_keys = _split(key_chains, num_chains)
     multiprocess = devices is not None and distributed.is_multiprocess()
@@ -618,9 +446,9 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
     start = time.perf_counter()
     if progress_bar:
         ProgressBar.open(total // thinning if thinning > 1 else total,
-                          f"NUTS {num_chains} chains")
+                          f"{sampler.upper()} {num_chains} chains")
     try:
-        draws, adapt, constrained, loglik = program(chain_keys, z0, dynamic)
+        draws, tuned, constrained, loglik = program(chain_keys, z0, dynamic)
         draws = jax.block_until_ready(draws)
     finally:
         if progress_bar:
@@ -628,17 +456,16 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
     seconds = time.perf_counter() - start
     sharding_devices = sorted(d.id for d in draws.logdensity.sharding.device_set)
     if multiprocess:  # all chains, gathered onto every process
-        draws, step_size, constrained, loglik = distributed.to_local(
-            (draws, adapt.step_size, constrained, loglik))
-        adapt = adapt._replace(step_size=step_size)
+        draws, tuned, constrained, loglik = distributed.to_local(
+            (draws, tuned, constrained, loglik))
     n_keep = num_samples // thinning
-    stats = {
-        "lp": draws.logdensity, "diverging": draws.diverging,
-        "acceptance_rate": draws.acceptance_rate, "energy": draws.energy,
-        "n_steps": draws.n_steps, "tree_depth": draws.tree_depth,
-        "step_size": jnp.broadcast_to(adapt.step_size[:, None], (num_chains, n_keep)),
-    }
-    attrs = {"engine": "probkit.inference.hmc (BlackJAX NUTS)", "num_warmup": num_warmup,
+    stats = {"lp": draws.logdensity, **draws.stats,
+             "step_size": jnp.broadcast_to(tuned.step_size[:, None], (num_chains, n_keep))}
+    if sampler != "nuts":
+        stats["trajectory_length"] = jnp.broadcast_to(tuned.trajectory_length[:, None],
+                                                      (num_chains, n_keep))
+    attrs = {"engine": f"probkit.inference.hmc (BlackJAX {sampler.upper()})",
+             "sampler": sampler, "num_warmup": num_warmup,
              "num_chains": num_chains, "chain_method": chain_method,
              "dense_mass": bool(dense_mass), "seconds": seconds,
              "devices": str(sharding_devices), "num_devices": len(sharding_devices)}
@@ -651,46 +478,54 @@ def run(model: Callable, *args, key: jax.Array, num_warmup: int = 1000,
 # --------------------------------------------------------------------------------------------
 
 
-class NUTSKernelState(NamedTuple):
-    """State of :class:`BlackJAXNUTS` between NumPyro ``MCMC`` steps."""
+class KernelState(NamedTuple):
+    """State of :class:`BlackJAXKernel` between NumPyro ``MCMC`` steps.
+
+    ``inner`` is the BlackJAX sampler's own state; ``adaptation`` the window adaptation state
+    (NUTS, HMC: adapted transition by transition) or the :class:`~probkit.inference.samplers.
+    Tuned` parameters (MAMS, MCLMC: tuned in ``init``).
+    """
 
     i: jax.Array
     z: Any
-    logdensity: jax.Array
-    logdensity_grad: Any
     potential_energy: jax.Array
-    adaptation: AdaptationState
+    inner: Any
+    adaptation: Any
     diverging: jax.Array
     accept_prob: jax.Array
     num_steps: jax.Array
-    energy: jax.Array
+    n_grad: jax.Array
     step_size: jax.Array
     rng_key: jax.Array
 
 
-class BlackJAXNUTS(MCMCKernel):
-    """BlackJAX NUTS with Stan's window adaptation as a ``numpyro.infer.MCMCKernel``.
+class BlackJAXKernel(MCMCKernel):
+    """A BlackJAX sampler with its own tuning as a ``numpyro.infer.MCMCKernel``.
 
     Use it wherever NumPyro expects a kernel::
 
-        mcmc = numpyro.infer.MCMC(BlackJAXNUTS(model), num_warmup=500, num_samples=500)
-        mcmc.run(jax.random.key(0), x, y=y)
+        kernel = BlackJAXKernel(model, sampler="mams")
+        mcmc = numpyro.infer.MCMC(kernel, num_warmup=500, num_samples=500)
+        mcmc.run(jax.random.key(0), x, y=y, extra_fields=("n_grad",))
         az.from_numpyro(mcmc)
 
-    Adaptation happens step by step inside :meth:`sample` (a ``lax.cond`` on the iteration
-    counter), so all of NumPyro's chain methods work; with ``chain_method="vectorized"``
-    NumPyro passes batched keys and states, and the kernel vmaps itself.
+    NUTS and HMC adapt step by step inside :meth:`sample` (Stan's windows, a ``lax.cond`` on
+    the iteration counter). BlackJAX's MAMS and MCLMC tuners run as one call, so these two
+    spend the ``num_warmup`` transitions NumPyro asks for inside :meth:`init`, and NumPyro's
+    warm-up iterations then only advance the counter: the gradient evaluations match
+    :func:`run` with the same settings. All of NumPyro's chain methods work; with
+    ``chain_method="vectorized"`` NumPyro passes batched keys and states, and the kernel
+    vmaps itself. ``extra_fields`` may name any field of :class:`KernelState` (``n_grad``:
+    gradient evaluations of the transition).
 
     Parameters
     ----------
     model : callable
         NumPyro model with continuous latent sites.
-    dense_mass : bool
-        Adapt a dense inverse mass matrix.
-    target_accept : float
-        Target acceptance probability of the step-size adaptation.
-    max_tree_depth : int
-        Maximum number of trajectory doublings.
+    sampler : {"nuts", "hmc", "mams", "mclmc"}
+        See :func:`run`.
+    dense_mass, target_accept, max_tree_depth, num_integration_steps, desired_energy_var
+        The sampler's options, as in :func:`run` (refused by samplers that lack them).
     init_strategy : callable
         NumPyro init strategy.
     """
@@ -698,17 +533,25 @@ class BlackJAXNUTS(MCMCKernel):
     sample_field = "z"
     default_fields = ("z", "diverging")
 
-    def __init__(self, model: Callable, *, dense_mass: bool = False, target_accept: float = 0.8,
-                 max_tree_depth: int = 10, init_strategy: Callable = init_to_uniform):
+    def __init__(self, model: Callable, *, sampler: str = "nuts", dense_mass: bool = False,
+                 target_accept: float | None = None, max_tree_depth: int | None = None,
+                 num_integration_steps: int | None = None,
+                 desired_energy_var: float | None = None,
+                 init_strategy: Callable = init_to_uniform):
         if not callable(model):
             raise ValueError(f"model: expected a callable NumPyro model, got {type(model)}")
         self.model = model
-        self.dense_mass = dense_mass
-        self.target_accept = target_accept
-        self.max_tree_depth = max_tree_depth
+        self.opts: SamplerOptions = sampler_options(
+            sampler, dense_mass=dense_mass, target_accept=target_accept,
+            max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
+            desired_energy_var=desired_energy_var)
         self.init_strategy = init_strategy
         self._initialized = False
         self._schedule = None
+
+    @property
+    def _windowed(self) -> bool:
+        return self.opts.sampler in ("nuts", "hmc")
 
     def postprocess_fn(self, model_args, model_kwargs):
         if not self._initialized:
@@ -722,24 +565,30 @@ class BlackJAXNUTS(MCMCKernel):
         _check_model(self.model, key_init[0], model_args, model_kwargs or {})
         info = _initialize(self.model, key_init, model_args, model_kwargs, self.init_strategy)
         self._initialized = True
-        with jax.ensure_compile_time_eval():
-            sched = np.asarray(build_schedule(max(num_warmup, 1)), dtype=np.int32).reshape(-1, 2)
+        sched = samplers.warmup_schedule(num_warmup)
         self._schedule = (jnp.asarray(sched[:, 0]), jnp.asarray(sched[:, 1]), num_warmup)
         z = info.param_info.z if init_params is None else init_params
         if not batched:
             z = jax.tree.map(lambda a: a[0], z) if init_params is None else z
+        samplers.check_dimension(self.opts, jax.tree.map(lambda a: a[0], z) if batched else z)
         logdensity_fn = self._logdensity(model_args, model_kwargs)
+        opts = self.opts
 
         def one(k, zz):
-            st = blackjax.nuts.init(zz, logdensity_fn)
-            ad = window_adaptation_init(zz, dense_mass=self.dense_mass,
-                                        target_accept=self.target_accept)
+            key, k_warm = jax.random.split(k)
+            if self._windowed:
+                st = blackjax.hmc.init(zz, logdensity_fn)
+                ad = samplers.window_adaptation_init(zz, dense_mass=opts.dense_mass,
+                                                     target_accept=opts.target_accept)
+            else:
+                st, ad = samplers.warmup(k_warm, zz, logdensity_fn, opts, num_warmup)
             zero = jnp.zeros((), st.logdensity.dtype)
-            return NUTSKernelState(jnp.zeros((), jnp.int32), st.position, st.logdensity,
-                                   st.logdensity_grad, -st.logdensity, ad, jnp.zeros((), bool),
-                                   zero, jnp.zeros((), jnp.int32), zero, ad.step_size, k)
+            izero = jnp.zeros((), jnp.int32)
+            return KernelState(izero, st.position, -st.logdensity, st, ad,
+                               jnp.zeros((), bool), zero, izero, izero,
+                               jnp.asarray(ad.step_size, st.logdensity.dtype), key)
 
-        return jax.vmap(one)(rng_key, z) if batched else one(rng_key, z)
+        return jax.jit(jax.vmap(one) if batched else one)(rng_key, z)
 
     def _logdensity(self, model_args, model_kwargs):
         return model_logdensity(self.model, model_args, model_kwargs or {})
@@ -749,29 +598,61 @@ class BlackJAXNUTS(MCMCKernel):
             return jax.vmap(lambda s: self._sample_one(s, model_args, model_kwargs))(state)
         return self._sample_one(state, model_args, model_kwargs)
 
-    def _sample_one(self, state: NUTSKernelState, model_args, model_kwargs) -> NUTSKernelState:
+    def _sample_one(self, state: KernelState, model_args, model_kwargs) -> KernelState:
         logdensity_fn = self._logdensity(model_args, model_kwargs)
         stages, ends, num_warmup = self._schedule
         key, k = jax.random.split(state.rng_key)
-        ad = state.adaptation
+        opts, ad = self.opts, state.adaptation
+
+        def moved(new, stats, adaptation, step_size):
+            dtype = new.logdensity.dtype
+            accept = stats.get("acceptance_rate", jnp.full((), jnp.nan, dtype))
+            return KernelState(state.i + 1, new.position, -new.logdensity, new, adaptation,
+                               stats["diverging"], jnp.asarray(accept, dtype),
+                               stats["n_steps"].astype(jnp.int32),
+                               stats["n_grad"].astype(jnp.int32),
+                               jnp.asarray(step_size, dtype), key)
+
+        if not self._windowed:  # tuned in init; NumPyro's warm-up only counts
+            step = samplers.transition(opts, logdensity_fn, *ad)
+
+            def move(st):
+                new, stats = step(st.inner, k)
+                return moved(new, stats, ad, ad.step_size)
+
+            def hold(st):
+                return st._replace(i=st.i + 1, rng_key=key)
+
+            return jax.lax.cond(state.i < num_warmup, hold, move, state)
+
         warming = state.i < num_warmup
         step_size = jnp.where(warming, ad.step_size, jnp.exp(ad.da_state.log_step_size_avg))
-        hmc_state = blackjax.mcmc.hmc.HMCState(state.z, state.logdensity, state.logdensity_grad)
-        new, info = blackjax.nuts.build_kernel()(k, hmc_state, logdensity_fn, step_size,
-                                                 ad.inverse_mass_matrix,
-                                                 max_num_doublings=self.max_tree_depth)
+        new, info = samplers.metropolis_transition(opts)(k, state.inner, logdensity_fn,
+                                                         step_size, ad.inverse_mass_matrix)
         idx = jnp.minimum(state.i, stages.shape[0] - 1)
         ad = jax.lax.cond(
             warming,
-            lambda a: window_adaptation_update(a, stages[idx], ends[idx].astype(bool),
-                                               new.position, info.acceptance_rate,
-                                               dense_mass=self.dense_mass,
-                                               target_accept=self.target_accept),
+            lambda a: samplers.window_adaptation_update(
+                a, stages[idx], ends[idx].astype(bool), new.position, info.acceptance_rate,
+                dense_mass=opts.dense_mass, target_accept=opts.target_accept),
             lambda a: a, ad)
-        return NUTSKernelState(state.i + 1, new.position, new.logdensity, new.logdensity_grad,
-                               -new.logdensity, ad, info.is_divergent, info.acceptance_rate,
-                               info.num_integration_steps, info.energy, step_size, key)
+        return moved(new, samplers.metropolis_stats(opts, info), ad, step_size)
 
     def get_diagnostics_str(self, state):
         return f"{int(state.num_steps)} steps of size {float(state.step_size):.2e}. " \
                f"acc. prob={float(state.accept_prob):.2f}"
+
+
+class BlackJAXNUTS(BlackJAXKernel):
+    """BlackJAX NUTS with Stan's window adaptation as a ``numpyro.infer.MCMCKernel``
+    (:class:`BlackJAXKernel` with ``sampler="nuts"``)::
+
+        mcmc = numpyro.infer.MCMC(BlackJAXNUTS(model), num_warmup=500, num_samples=500)
+    """
+
+    def __init__(self, model: Callable, *, dense_mass: bool = False,
+                 target_accept: float | None = None, max_tree_depth: int | None = None,
+                 init_strategy: Callable = init_to_uniform):
+        super().__init__(model, sampler="nuts", dense_mass=dense_mass,
+                         target_accept=target_accept, max_tree_depth=max_tree_depth,
+                         init_strategy=init_strategy)

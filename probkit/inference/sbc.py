@@ -7,8 +7,8 @@ For replications :math:`r = 1..R`: draw :math:`\theta_r \sim p(\theta)` and
 A calibrated sampler gives uniform ranks; :func:`rank_uniformity_pvalues` tests that with a
 chi-square test over equal-width bins.
 
-All replications run as one vmapped, compiled program over BlackJAX NUTS
-(:func:`probkit.inference.hmc.sample_chain`).
+All replications run as one vmapped, compiled program over one of the HMC engine's BlackJAX
+samplers (:func:`probkit.inference.samplers.sample_chain`; NUTS by default).
 
 Examples
 --------
@@ -37,7 +37,7 @@ from numpyro.infer.util import potential_energy, unconstrain_fn
 from scipy import stats
 
 from probkit._checks import check_key, check_positive_int
-from probkit.inference.hmc import sample_chain
+from probkit.inference.samplers import sample_chain, sampler_options
 
 __all__ = ["SBCResult", "simulation_based_calibration", "rank_uniformity_pvalues"]
 
@@ -52,9 +52,10 @@ class SBCResult(NamedTuple):
 
 def simulation_based_calibration(model: Callable, *args, key: jax.Array, observed: str,
                                  num_replications: int = 200, num_warmup: int = 300,
-                                 num_draws: int = 99, thinning: int = 3,
-                                 target_accept: float = 0.8, **kwargs) -> SBCResult:
-    """Run SBC of probkit's NUTS on ``model`` (one chain per replication, all vmapped).
+                                 num_draws: int = 99, thinning: int = 3, sampler: str = "nuts",
+                                 target_accept: float | None = None, **kwargs) -> SBCResult:
+    """Run SBC of one of probkit's samplers on ``model`` (one chain per replication, all
+    vmapped).
 
     Parameters
     ----------
@@ -72,11 +73,16 @@ def simulation_based_calibration(model: Callable, *args, key: jax.Array, observe
         Thinned posterior draws per replication (ranks take values in ``0..num_draws``).
     thinning : int
         Transitions per kept draw (reduces autocorrelation, as Talts et al. advise).
+    sampler : {"nuts", "hmc", "mams", "mclmc"}
+        The sampler under test (:func:`probkit.inference.hmc.run`).
+    target_accept : float, optional
+        Its target acceptance rate (the sampler's default when None; not for ``"mclmc"``).
     """
     key = check_key("key", key)
     num_replications = check_positive_int("num_replications", num_replications)
     num_draws = check_positive_int("num_draws", num_draws)
     thinning = check_positive_int("thinning", thinning)
+    opts = sampler_options(sampler, target_accept=target_accept)
     key_prior, key_post = jax.random.split(key)
     prior = Predictive(model, num_samples=num_replications)(key_prior, *args, **kwargs)
     if observed not in prior:
@@ -91,13 +97,12 @@ def simulation_based_calibration(model: Callable, *args, key: jax.Array, observe
         def logdensity(z):
             return -potential_energy(model, args, kw, z)
 
-        draws, _ = sample_chain(k, z0, logdensity, num_warmup=num_warmup,
-                                num_samples=num_draws * thinning, thinning=thinning,
-                                target_accept=target_accept)
+        draws, _ = sample_chain(k, z0, logdensity, sampler=opts, num_warmup=num_warmup,
+                                num_samples=num_draws * thinning, thinning=thinning)
         constrained = jax.vmap(lambda z: numpyro.infer.util.constrain_fn(model, args, kw, z))(
             draws.position)
         ranks = {n: jnp.sum(constrained[n] < theta[n], axis=0) for n in theta}
-        return ranks, jnp.sum(draws.diverging)
+        return ranks, jnp.sum(draws.stats["diverging"])
 
     trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key_prior)).get_trace(
         *args, **{**base_kwargs, observed: prior[observed][0]})

@@ -16,7 +16,6 @@ from numpyro.infer import MCMC, Predictive
 
 from probkit.demos.hmc import SIGMA, Y, eight_schools
 from probkit.inference import hmc
-from probkit.inference.sbc import rank_uniformity_pvalues, simulation_based_calibration
 from probkit.result import group_names
 
 KW = {"num_warmup": 500, "num_samples": 1000, "num_chains": 4, "progress_bar": False}
@@ -100,21 +99,6 @@ def test_refit_same_shapes_reuses_compiled_program():
     res = hmc.run(normal_known_sigma, y=y + 1.0, key=jax.random.key(1), **kw)
     assert len(hmc._PROGRAMS) == before
     assert res.attrs["seconds"] < 2.0
-
-
-def test_simulation_based_calibration_50_replications():
-    def model(y=None):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
-        tau = numpyro.sample("tau", dist.HalfNormal(1.0))
-        with numpyro.plate("group", 3):
-            eta = numpyro.sample("eta", dist.Normal(0.0, 1.0))
-            numpyro.sample("y", dist.Normal(mu + tau * eta, 1.0), obs=y)
-
-    out = simulation_based_calibration(model, key=jax.random.key(9), observed="y",
-                                       num_replications=50, num_warmup=150, num_draws=49,
-                                       thinning=2)
-    pvals = rank_uniformity_pvalues(out, num_bins=5)
-    assert min(float(np.min(p)) for p in pvals.values()) > 0.001
 
 
 def test_mcmc_kernel_in_numpyro_mcmc_predictive_and_arviz():
