@@ -71,7 +71,7 @@ from probkit.result import Result
 
 __all__ = ["BlackJAXKernel", "BlackJAXNUTS", "KernelState", "model_logdensity", "run"]
 
-CHAIN_METHODS = ("vectorized", "parallel", "sequential")
+CHAIN_METHODS = ("auto", "sequential", "vectorized", "parallel")
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,39 +84,81 @@ def _trace_model(model, key, args, kwargs):
     return numpyro.handlers.trace(seeded).get_trace(*args, **kwargs)
 
 
+class _Site(NamedTuple):
+    """What :func:`_check_model` needs to know of a sample site (static, from one trace)."""
+
+    name: str
+    observed: bool
+    discrete: bool
+    enumerated: bool
+    unit: bool
+    dist_name: str
+
+
+def _inspector(model, structure):
+    """A compiled trace of ``model`` returning its observed values and unconstrained latent
+    values, and the static description of its sites; cached per model and data structure.
+
+    One small program instead of one eager dispatch (and compilation) per operation of the
+    model: about 1 s less on a first fit of eight schools.
+    """
+    cache_key = ("inspect", model, _hashable(structure))
+    if cache_key not in _PROGRAMS:
+        sites: list[_Site] = []
+
+        def inspect(key, dynamic):
+            args, kwargs = _rebuild(dynamic, structure)
+            trace = _trace_model(model, key, args, kwargs)
+            observed, prototype = {}, {}
+            sites.clear()
+            for name, site in trace.items():
+                if site["type"] != "sample":
+                    continue
+                fn = site["fn"]
+                support = getattr(fn, "support", None)
+                discrete = support is not None and support.is_discrete
+                sites.append(_Site(name, bool(site["is_observed"]), discrete,
+                                   bool(site["infer"].get("enumerate")),
+                                   isinstance(fn, numpyro.distributions.Unit),
+                                   type(fn).__name__))
+                if site["is_observed"]:
+                    observed[name] = site["value"]
+                elif not discrete:
+                    prototype[name] = biject_to(support).inv(site["value"])
+            return observed, prototype
+
+        _PROGRAMS[cache_key] = (jax.jit(inspect), sites)
+    return _PROGRAMS[cache_key]
+
+
 def _check_model(model, key, args, kwargs) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Reject discrete latent sites and non-finite or empty observations.
 
     Returns the observed data and a prototype of the unconstrained latent values (their
     structure and shapes, needed to initialise inside compiled code).
     """
-    trace = _trace_model(model, key, args, kwargs)
-    observed, prototype = {}, {}
-    for name, site in trace.items():
-        if site["type"] != "sample":
-            continue
-        if site["is_observed"]:
-            value = np.asarray(site["value"])
+    dynamic, structure = _partition(args, kwargs)
+    inspect, sites = _inspector(model, structure)
+    observed, prototype = inspect(key, dynamic)
+    for site in sites:
+        name = site.name
+        if site.observed:
+            value = np.asarray(observed[name])
+            observed[name] = value
             if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
                 raise ValueError(
                     f"observed site {name!r}: contains NaN or inf at "
                     f"{int(np.sum(~np.isfinite(value)))} entries; remove or impute them "
                     "(HMC needs a finite likelihood)")
-            if value.size == 0 and not isinstance(site["fn"], numpyro.distributions.Unit):
+            if value.size == 0 and not site.unit:
                 raise ValueError(f"observed site {name!r}: is empty (shape {value.shape}); with "
                                  "no data NUTS would sample the prior without a word")
-            observed[name] = value
-        elif getattr(site["fn"], "support", None) is not None and site["fn"].support.is_discrete:
-            if site["infer"].get("enumerate"):
-                continue
+        elif site.discrete and not site.enumerated:
             raise ValueError(
-                f"latent site {name!r}: is discrete ({type(site['fn']).__name__}); NUTS needs "
+                f"latent site {name!r}: is discrete ({site.dist_name}); NUTS needs "
                 "continuous latent variables. Marginalise it with enumeration "
                 "(infer={'enumerate': 'parallel'} and numpyro's funsor support), use "
                 "numpyro.infer.DiscreteHMCGibbs/MixedHMC, or another engine.")
-        else:
-            transform = biject_to(site["fn"].support)
-            prototype[name] = transform.inv(site["value"])
     return observed, prototype
 
 
@@ -228,17 +270,20 @@ def _compiled_sampler(model, structure, settings: tuple, mesh_devices: tuple | N
     cache_key = (model, _hashable(structure), settings, mesh_devices)
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
-    opts, num_warmup, num_samples, thinning, progress_rate, want_loglik = settings
+    opts, num_warmup, num_samples, thinning, progress_rate, want_loglik, sequential = settings
 
     def chains(keys, z0, dynamic):
         args, kwargs = _rebuild(dynamic, structure)
         logdensity = model_logdensity(model, args, kwargs)
 
-        def one(k, z):
+        def one(k, z, offset=0):
             return sample_chain(k, z, logdensity, sampler=opts, num_warmup=num_warmup,
                                 num_samples=num_samples, thinning=thinning,
-                                progress_rate=progress_rate)
+                                progress_rate=progress_rate, progress_offset=offset)
 
+        if sequential:  # one chain after another: NUTS's loops stay unmasked
+            offsets = jnp.arange(keys.shape[0]) * (num_warmup + num_samples)
+            return jax.lax.map(lambda a: one(*a), (keys, z0, offsets))
         return jax.vmap(one)(keys, z0)
 
     if mesh_devices is not None:
@@ -315,7 +360,7 @@ def _choose_devices(num_chains: int, chain_method: str):
 
 
 def run(model: Callable, *args, key: jax.Array, sampler: str = "nuts", num_warmup: int = 1000,
-        num_samples: int = 1000, num_chains: int = 4, chain_method: str = "vectorized",
+        num_samples: int = 1000, num_chains: int = 4, chain_method: str = "auto",
         dense_mass: bool = False, target_accept: float | None = None,
         init_strategy: Callable = init_to_uniform, max_tree_depth: int | None = None,
         num_integration_steps: int | None = None, desired_energy_var: float | None = None,
@@ -351,13 +396,17 @@ def run(model: Callable, *args, key: jax.Array, sampler: str = "nuts", num_warmu
         Kept transitions per chain (before thinning).
     num_chains : int
         Number of independent chains.
-    chain_method : {"vectorized", "parallel", "sequential"}
-        ``"vectorized"`` vmaps the chains on one device; ``"parallel"`` shards them over
-        ``jax.devices()`` (vmapped within each device); ``"sequential"`` is accepted as an
-        alias of ``"vectorized"`` (the compiled program has no Python loop over chains).
-        After :func:`probkit.inference.distributed.initialize`, ``"parallel"`` uses the
-        devices of all processes and every process returns all chains (call ``run`` on every
-        process with the same arguments).
+    chain_method : {"auto", "sequential", "vectorized", "parallel"}
+        ``"sequential"`` runs the chains one after another inside the one compiled program
+        (``lax.map``); ``"vectorized"`` vmaps them, which turns NUTS's data-dependent loops
+        into masked lock-step ones: about twice the compile time, and on a CPU no faster
+        for models of moderate size (eight schools: 4.4 s vs 2.2 s to compile, the same
+        0.3 s to sample); ``"auto"`` (default) is ``"sequential"`` on a CPU and
+        ``"vectorized"`` on an accelerator. ``"parallel"`` shards the chains over
+        ``jax.devices()`` (vmapped within each device); after
+        :func:`probkit.inference.distributed.initialize` it uses the devices of all
+        processes and every process returns all chains (call ``run`` on every process with
+        the same arguments).
     dense_mass : bool
         Adapt a dense inverse mass matrix instead of a diagonal one (NUTS and HMC).
     target_accept : float, optional
@@ -376,7 +425,11 @@ def run(model: Callable, *args, key: jax.Array, sampler: str = "nuts", num_warmu
     log_likelihood : bool
         Store the pointwise log-likelihood of every observed site (for ``az.loo``).
     progress_bar : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar. The bar is driven by host callbacks compiled into the
+        program, so switching it on or off compiles a second program once, and JAX's
+        persistent compilation cache
+        (:func:`probkit.compilation.enable_compilation_cache`) stores only the program
+        without it.
 
     Returns
     -------
@@ -429,11 +482,17 @@ def run(model: Callable, *args, key: jax.Array, sampler: str = "nuts", num_warmu
             f"site(s): {_diagnose_init(model, key_init, args, kwargs)}. Check observed values "
             "against each distribution's support, and the init_strategy.")
     devices = _choose_devices(num_chains, chain_method)
+    if chain_method == "auto":
+        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    sequential = chain_method == "sequential"
     total = num_warmup + num_samples
-    # The progress callback is always compiled in (it is a no-op without an open bar), so
-    # switching the bar on or off does not recompile.
-    progress_rate = max(total // 50, 1)
-    settings = (opts, num_warmup, num_samples, thinning, progress_rate, bool(log_likelihood))
+    # The progress callback is compiled in only with the bar: JAX's persistent compilation
+    # cache does not store programs with host callbacks (probkit.enable_compilation_cache).
+    # The decision uses the argument, not the process rank, so that all processes of a
+    # distributed run compile the same program.
+    progress_rate = max(total // 50, 1) if progress_bar else None
+    settings = (opts, num_warmup, num_samples, thinning, progress_rate, bool(log_likelihood),
+                devices is None and sequential)
     program = _compiled_sampler(model, structure, settings, devices)
     chain_keys = _split(key_chains, num_chains)
     multiprocess = devices is not None and distributed.is_multiprocess()
@@ -445,8 +504,8 @@ def run(model: Callable, *args, key: jax.Array, sampler: str = "nuts", num_warmu
     progress_bar = progress_bar and distributed.is_main_process()
     start = time.perf_counter()
     if progress_bar:
-        ProgressBar.open(total // thinning if thinning > 1 else total,
-                          f"{sampler.upper()} {num_chains} chains")
+        chains_in_turn = num_chains if settings[-1] else 1
+        ProgressBar.open(total * chains_in_turn, f"{sampler.upper()} {num_chains} chains")
     try:
         draws, tuned, constrained, loglik = program(chain_keys, z0, dynamic)
         draws = jax.block_until_ready(draws)

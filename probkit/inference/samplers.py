@@ -298,43 +298,6 @@ def metropolis_stats(opts: SamplerOptions, info) -> dict[str, jax.Array]:
     return stats
 
 
-def _windowed_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int,
-                     progress_rate: int | None):
-    """NUTS/HMC: Stan's window adaptation, transition by transition."""
-    transition = metropolis_transition(opts)
-    state = blackjax.hmc.init(position, logdensity_fn)
-    adapt_kw = {"dense_mass": opts.dense_mass, "target_accept": opts.target_accept}
-    adapt = window_adaptation_init(position, **adapt_kw)
-    if num_warmup > 0:
-        schedule = warmup_schedule(num_warmup)
-
-        def warm_step(carry, xs):
-            st, ad = carry
-            i, k, stage, end = xs
-            st, info = transition(k, st, logdensity_fn, ad.step_size, ad.inverse_mass_matrix)
-            ad = window_adaptation_update(ad, stage, end.astype(bool), st.position,
-                                          info.acceptance_rate, **adapt_kw)
-            if progress_rate:
-                progress_tick(i, progress_rate, 0)
-            return (st, ad), None
-
-        xs = (jnp.arange(num_warmup), jax.random.split(key, num_warmup),
-              jnp.asarray(schedule[:, 0]), jnp.asarray(schedule[:, 1]))
-        (state, adapt), _ = jax.lax.scan(warm_step, (state, adapt), xs)
-        step_size = jnp.exp(adapt.da_state.log_step_size_avg)
-    else:
-        step_size = adapt.step_size
-    length = step_size * opts.num_integration_steps if opts.sampler == "hmc" \
-        else jnp.full_like(step_size, jnp.nan)
-    return state, Tuned(step_size, adapt.inverse_mass_matrix, length)
-
-
-def _tuned_tick(progress_rate: int | None, num_warmup: int) -> None:
-    """BlackJAX's MAMS/MCLMC tuners run as one call: advance the bar past warm-up at once."""
-    if progress_rate and num_warmup:
-        progress_tick(jnp.asarray(num_warmup - 1), 1, 0)
-
-
 def _mams_kernel():
     return adjusted_mclmc_dynamic.build_kernel(
         integration_steps_fn=adjusted_mclmc_dynamic.make_random_trajectory_length_fn(True),
@@ -346,8 +309,7 @@ def _mclmc_kernel(opts: SamplerOptions):
                               desired_energy_var=opts.desired_energy_var)
 
 
-def _mams_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int,
-                 progress_rate: int | None):
+def _mams_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int):
     """MAMS: ``blackjax.adjusted_mclmc_find_L_and_step_size`` over ``num_warmup`` steps."""
     key_init, key_tune = jax.random.split(key)
     state = adjusted_mclmc_dynamic.init(position, logdensity_fn, key_init)
@@ -355,12 +317,10 @@ def _mams_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup:
     state, params, _ = adjusted_mclmc_find_L_and_step_size(
         _mams_kernel(), logdensity_fn, max(num_warmup, 1), state, key_tune,
         opts.target_accept, frac_tune1=f1, frac_tune2=f2, diagonal_preconditioning=True)
-    _tuned_tick(progress_rate, num_warmup)
     return state, Tuned(params.step_size, params.inverse_mass_matrix, params.L)
 
 
-def _mclmc_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int,
-                  progress_rate: int | None):
+def _mclmc_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int):
     """MCLMC: ``blackjax.mclmc_find_L_and_step_size`` over ``num_warmup`` steps."""
     key_init, key_tune = jax.random.split(key)
     state = mclmc.init(position, logdensity_fn, key_init)
@@ -373,20 +333,24 @@ def _mclmc_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup
     else:  # BlackJAX's starting values
         dim = pytree_size(position)
         params = MCLMCAdaptationState(jnp.sqrt(dim), jnp.sqrt(dim) * 0.25, jnp.ones(dim))
-    _tuned_tick(progress_rate, num_warmup)
     return state, Tuned(params.step_size, params.inverse_mass_matrix, params.L)
 
 
-_WARMUPS: dict[str, Callable] = {"nuts": _windowed_warmup, "hmc": _windowed_warmup,
-                                 "mams": _mams_warmup, "mclmc": _mclmc_warmup}
+_WARMUPS: dict[str, Callable] = {"mams": _mams_warmup, "mclmc": _mclmc_warmup}
 
 
-def warmup(key, position, logdensity_fn: Callable, opts: SamplerOptions, num_warmup: int,
-           progress_rate: int | None = None) -> tuple[Any, Tuned]:
-    """Initial BlackJAX state of ``opts.sampler`` at ``position``, tuned over ``num_warmup``
-    transitions: ``(state, tuned)``."""
-    return _WARMUPS[opts.sampler](key, position, logdensity_fn, opts, num_warmup,
-                                  progress_rate)
+def warmup(key, position, logdensity_fn: Callable, opts: SamplerOptions,
+           num_warmup: int) -> tuple[Any, Tuned]:
+    """MAMS/MCLMC: initial BlackJAX state at ``position``, tuned by BlackJAX's tuner over
+    ``num_warmup`` transitions: ``(state, tuned)``.
+
+    NUTS and HMC adapt transition by transition instead (:func:`window_adaptation_update`,
+    inside :func:`sample_chain`'s one loop and in the NumPyro kernel).
+    """
+    if opts.sampler not in _WARMUPS:
+        raise ValueError(f"sampler: warmup() tunes {tuple(_WARMUPS)}; {opts.sampler!r} adapts "
+                         "step by step (window_adaptation_update)")
+    return _WARMUPS[opts.sampler](key, position, logdensity_fn, opts, num_warmup)
 
 
 def transition(opts: SamplerOptions, logdensity_fn: Callable, step_size, inverse_mass_matrix,
@@ -435,9 +399,69 @@ def check_dimension(opts: SamplerOptions, position) -> None:
                          "velocity has unit norm); use 'nuts' or 'hmc' for a scalar latent")
 
 
+def _windowed_chain(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int,
+                    num_samples: int, thinning: int, progress_rate: int | None,
+                    progress_offset):
+    """NUTS/HMC: warm-up and sampling in one loop, so the transition is traced and compiled
+    once (a warm-up loop followed by a sampling loop would compile it twice).
+
+    Transition ``i`` adapts while ``i < num_warmup`` (Stan's windows) and then runs at the
+    averaged step size; kept draws are written into preallocated buffers, so memory is
+    ``num_samples // thinning`` draws whatever the warm-up length.
+    """
+    adapt_kw = {"dense_mass": opts.dense_mass, "target_accept": opts.target_accept}
+    move = metropolis_transition(opts)
+    schedule = warmup_schedule(num_warmup)
+    stages, ends = jnp.asarray(schedule[:, 0]), jnp.asarray(schedule[:, 1]).astype(bool)
+    n_keep = num_samples // thinning
+    total = num_warmup + n_keep * thinning
+
+    def moved(st, k, eps, imm):
+        st, info = move(k, st, logdensity_fn, eps, imm)
+        return st, ChainDraws(st.position, st.logdensity, metropolis_stats(opts, info)), info
+
+    state = blackjax.hmc.init(position, logdensity_fn)
+    adapt = window_adaptation_init(position, **adapt_kw)
+    like = jax.eval_shape(lambda: moved(state, key, adapt.step_size,
+                                        adapt.inverse_mass_matrix)[1])
+    buffers = jax.tree.map(lambda a: jnp.zeros((n_keep, *a.shape), a.dtype), like)
+
+    def body(carry, i):
+        st, ad, bufs, grads = carry
+        warm = i < num_warmup
+        eps = (jnp.where(warm, ad.step_size, jnp.exp(ad.da_state.log_step_size_avg))
+               if num_warmup else ad.step_size)
+        st, draw, info = moved(st, jax.random.fold_in(key, i), eps, ad.inverse_mass_matrix)
+        if num_warmup:
+            w = jnp.minimum(i, num_warmup - 1)
+            ad = jax.lax.cond(warm, lambda a: window_adaptation_update(
+                a, stages[w], ends[w], st.position, info.acceptance_rate, **adapt_kw),
+                lambda a: a, ad)
+        grads = grads + draw.stats["n_grad"]
+        j = i - num_warmup
+        keep = (j >= 0) & ((j + 1) % thinning == 0)
+        draw = draw._replace(stats={**draw.stats, "n_grad": grads})
+        bufs = jax.lax.cond(keep, lambda b: jax.tree.map(
+            lambda buf, v: buf.at[jnp.maximum(j, 0) // thinning].set(v), b, draw),
+            lambda b: b, bufs)
+        grads = jnp.where(keep | warm, 0, grads)
+        if progress_rate:
+            progress_tick(i, progress_rate, progress_offset)
+        return (st, ad, bufs, grads), None
+
+    grads0 = jnp.zeros((), buffers.stats["n_grad"].dtype)
+    (_, adapt, draws, _), _ = jax.lax.scan(body, (state, adapt, buffers, grads0),
+                                           jnp.arange(total))
+    step_size = jnp.exp(adapt.da_state.log_step_size_avg) if num_warmup else adapt.step_size
+    length = step_size * opts.num_integration_steps if opts.sampler == "hmc" \
+        else jnp.full_like(step_size, jnp.nan)
+    return draws, Tuned(step_size, adapt.inverse_mass_matrix, length)
+
+
 def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmup: int,
                  num_samples: int, sampler: str | SamplerOptions = "nuts", thinning: int = 1,
-                 progress_rate: int | None = None, **options) -> tuple[ChainDraws, Tuned]:
+                 progress_rate: int | None = None, progress_offset=0,
+                 **options) -> tuple[ChainDraws, Tuned]:
     """Warm up and run one chain of ``sampler`` on ``logdensity_fn`` (pure, jittable,
     vmappable).
 
@@ -455,7 +479,10 @@ def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmu
     thinning : int
         Keep every ``thinning``-th draw.
     progress_rate : int, optional
-        If given, call the progress bar every ``progress_rate`` transitions.
+        If given, report every ``progress_rate`` transitions (warm-up and sampling together)
+        to the progress bar (:mod:`probkit.inference.progress`), counted from
+        ``progress_offset`` (an int or int array: chains run one after another add
+        ``chain * (num_warmup + num_samples)``).
     **options
         The sampler's options, checked by :func:`sampler_options` (``dense_mass``,
         ``target_accept``, ``max_tree_depth``, ``num_integration_steps``,
@@ -471,15 +498,26 @@ def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmu
     opts = sampler if isinstance(sampler, SamplerOptions) else sampler_options(sampler,
                                                                                 **options)
     check_dimension(opts, position)
+    if opts.sampler in ("nuts", "hmc"):
+        return _windowed_chain(key, position, logdensity_fn, opts, num_warmup, num_samples,
+                               thinning, progress_rate, progress_offset)
     key_warm, key_sample = jax.random.split(key)
-    state, tuned = warmup(key_warm, position, logdensity_fn, opts, num_warmup, progress_rate)
+    state, tuned = warmup(key_warm, position, logdensity_fn, opts, num_warmup)
+    if progress_rate and num_warmup:  # BlackJAX's tuner is one call: the bar jumps past it
+        progress_tick(jnp.asarray(num_warmup - 1), 1, progress_offset)
     step = transition(opts, logdensity_fn, *tuned)
 
     def one_draw(st, xs):
         i, k = xs
-        st, stats = jax.lax.scan(step, st, jax.random.split(k, thinning))
-        if progress_rate:
-            progress_tick(i, max(progress_rate // thinning, 1), num_warmup // thinning)
+
+        def one_step(s, ks):
+            j, kk = ks
+            if progress_rate:
+                progress_tick(num_warmup + j, progress_rate, progress_offset)
+            return step(s, kk)
+
+        st, stats = jax.lax.scan(one_step, st, (i * thinning + jnp.arange(thinning),
+                                                jax.random.split(k, thinning)))
         last = {name: value[-1] for name, value in stats.items()}
         last["n_grad"] = jnp.sum(stats["n_grad"])
         return st, ChainDraws(st.position, st.logdensity, last)
