@@ -12,12 +12,17 @@ by an untimed first process).
     python benchmarks/first_fit.py             # 3 repeats (writes results/first_fit.json)
     python benchmarks/first_fit.py --repeats 1 # one pass
     python benchmarks/first_fit.py --child probkit eight_schools   # one fit, as timed
+    python benchmarks/first_fit.py --breakdown  # where probkit's first fit goes (eight schools,
+                                                # chain_method auto vs vectorized; fresh processes)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -56,6 +61,65 @@ def child(library: str, model_name: str) -> None:
     print(az.summary(idata).to_string())
 
 
+def breakdown_child(chain_method: str) -> None:
+    """One probkit fit of eight schools; print JSON: import, fit and per-program seconds."""
+    t0 = time.perf_counter()
+    import arviz  # noqa: F401 - timed as part of the imports
+    import jax
+
+    from probkit.inference import hmc as probkit_hmc
+
+    imports = time.perf_counter() - t0
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    for name in ("jax._src.dispatch", "jax._src.interpreters.pxla", "jax._src.compiler"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(Collect())
+    jax.config.update("jax_log_compiles", True)
+    from hmc import datasets
+
+    model, args, kwargs = datasets()["eight_schools"]
+    t1 = time.perf_counter()
+    res = probkit_hmc.run(model, *args, key=jax.random.key(0), num_warmup=1000,
+                          num_samples=1000, num_chains=4, progress_bar=False,
+                          chain_method=chain_method, **kwargs)
+    fit = time.perf_counter() - t1
+    programs: dict[str, float] = {}
+    for m in messages:
+        hit = re.search(r"Finished (tracing|jaxpr to MLIR module conversion|XLA compilation)"
+                        r" (?:of )?(?:jit\()?(\w+)\)?.* in ([0-9.e-]+) sec", m)
+        if hit:
+            name = hit.group(2) if hit.group(2) in ("program", "init", "inspect") else "other"
+            programs[name] = programs.get(name, 0.0) + float(hit.group(3))
+    print(json.dumps({"chain_method": res.attrs["chain_method"], "imports": imports,
+                      "fit": fit, "compile_and_trace": programs}))
+
+
+def breakdown() -> None:
+    rows, out = [], {}
+    for method in ("auto", "vectorized"):
+        run = subprocess.run([sys.executable, __file__, "--breakdown-child", method],
+                             check=True, capture_output=True, text=True,
+                             cwd=Path(__file__).parent)
+        got = json.loads(run.stdout.strip().splitlines()[-1])
+        out[method] = got
+        parts = got["compile_and_trace"]
+        print(f"chain_method={method} ({got['chain_method']}): imports {got['imports']:.2f} s, "
+              f"fit {got['fit']:.2f} s; trace+lower+compile: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(parts.items())))
+        for k, v in parts.items():
+            rows.append(row("eight_schools", f"probkit-nuts-{got['chain_method']}",
+                            "4x(1000+1000)", f"{k} trace+compile s", v))
+        rows.append(row("eight_schools", f"probkit-nuts-{got['chain_method']}",
+                        "4x(1000+1000)", "first fit s", got["fit"]))
+    write_results("first_fit_breakdown", rows, runs=out)
+
+
 def timed(library: str, model_name: str, cache: Path | None) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one fresh process running :func:`child`."""
     env = dict(os.environ)
@@ -77,9 +141,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=2, metavar=("LIBRARY", "MODEL"))
+    parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--breakdown-child", metavar="CHAIN_METHOD")
     opts = parser.parse_args()
     if opts.child:
         child(*opts.child)
+        return
+    if opts.breakdown_child:
+        breakdown_child(opts.breakdown_child)
+        return
+    if opts.breakdown:
+        breakdown()
         return
     root = Path(tempfile.mkdtemp(prefix="probkit-first-fit-"))
     caches = {(lib, m): root / f"{lib}-{m}" for lib in LIBRARIES for m in MODELS}

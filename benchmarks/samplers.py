@@ -30,6 +30,7 @@ import numpyro
 import numpyro.distributions as dist
 from _common import row, write_results
 from hmc import eight_schools as eight_schools_noncentred
+from hmc import logistic
 from numpyro.infer import MCMC, NUTS
 
 from probkit.inference import hmc
@@ -54,12 +55,6 @@ def varying_intercept(x, county, num_counties, y=None):
     with numpyro.plate("county", num_counties):
         a = numpyro.sample("a", dist.Normal(mu_a, sigma_a))
     numpyro.sample("y", dist.Normal(a[county] + beta * x, sigma_y), obs=y)
-
-
-def logistic(x, y=None):
-    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
-    b = numpyro.sample("b", dist.Normal(0.0, 5.0))
-    numpyro.sample("y", dist.Bernoulli(logits=x @ w + b), obs=y)
 
 
 def stochastic_volatility(returns):

@@ -399,10 +399,10 @@ def run(model: Callable, *args, key: jax.Array, sampler: str = "nuts", num_warmu
     chain_method : {"auto", "sequential", "vectorized", "parallel"}
         ``"sequential"`` runs the chains one after another inside the one compiled program
         (``lax.map``); ``"vectorized"`` vmaps them, which turns NUTS's data-dependent loops
-        into masked lock-step ones: about twice the compile time, and on a CPU no faster
-        for models of moderate size (eight schools: 4.4 s vs 2.2 s to compile, the same
-        0.3 s to sample); ``"auto"`` (default) is ``"sequential"`` on a CPU and
-        ``"vectorized"`` on an accelerator. ``"parallel"`` shards the chains over
+        into masked lock-step ones and about doubles the compile time (eight schools: 5.5 s
+        vs 2.9 s to trace and compile the sampling program;
+        ``benchmarks/first_fit.py --breakdown``); ``"auto"`` (default) is ``"sequential"``
+        on a CPU and ``"vectorized"`` on an accelerator. ``"parallel"`` shards the chains over
         ``jax.devices()`` (vmapped within each device); after
         :func:`probkit.inference.distributed.initialize` it uses the devices of all
         processes and every process returns all chains (call ``run`` on every process with
@@ -606,7 +606,7 @@ class BlackJAXKernel(MCMCKernel):
             desired_energy_var=desired_energy_var)
         self.init_strategy = init_strategy
         self._initialized = False
-        self._schedule = None
+        self._num_warmup = 0
 
     @property
     def _windowed(self) -> bool:
@@ -624,8 +624,7 @@ class BlackJAXKernel(MCMCKernel):
         _check_model(self.model, key_init[0], model_args, model_kwargs or {})
         info = _initialize(self.model, key_init, model_args, model_kwargs, self.init_strategy)
         self._initialized = True
-        sched = samplers.warmup_schedule(num_warmup)
-        self._schedule = (jnp.asarray(sched[:, 0]), jnp.asarray(sched[:, 1]), num_warmup)
+        self._num_warmup = num_warmup
         z = info.param_info.z if init_params is None else init_params
         if not batched:
             z = jax.tree.map(lambda a: a[0], z) if init_params is None else z
@@ -659,7 +658,7 @@ class BlackJAXKernel(MCMCKernel):
 
     def _sample_one(self, state: KernelState, model_args, model_kwargs) -> KernelState:
         logdensity_fn = self._logdensity(model_args, model_kwargs)
-        stages, ends, num_warmup = self._schedule
+        num_warmup = self._num_warmup
         key, k = jax.random.split(state.rng_key)
         opts, ad = self.opts, state.adaptation
 
@@ -684,18 +683,9 @@ class BlackJAXKernel(MCMCKernel):
 
             return jax.lax.cond(state.i < num_warmup, hold, move, state)
 
-        warming = state.i < num_warmup
-        step_size = jnp.where(warming, ad.step_size, jnp.exp(ad.da_state.log_step_size_avg))
-        new, info = samplers.metropolis_transition(opts)(k, state.inner, logdensity_fn,
-                                                         step_size, ad.inverse_mass_matrix)
-        idx = jnp.minimum(state.i, stages.shape[0] - 1)
-        ad = jax.lax.cond(
-            warming,
-            lambda a: samplers.window_adaptation_update(
-                a, stages[idx], ends[idx].astype(bool), new.position, info.acceptance_rate,
-                dense_mass=opts.dense_mass, target_accept=opts.target_accept),
-            lambda a: a, ad)
-        return moved(new, samplers.metropolis_stats(opts, info), ad, step_size)
+        new, ad, stats, step_size = samplers.windowed_transition(
+            opts, logdensity_fn, k, state.inner, ad, state.i, num_warmup)
+        return moved(new, stats, ad, step_size)
 
     def get_diagnostics_str(self, state):
         return f"{int(state.num_steps)} steps of size {float(state.step_size):.2e}. " \

@@ -82,6 +82,7 @@ __all__ = [
     "warmup",
     "warmup_schedule",
     "window_adaptation_init",
+    "windowed_transition",
     "window_adaptation_update",
 ]
 
@@ -354,17 +355,11 @@ def warmup(key, position, logdensity_fn: Callable, opts: SamplerOptions,
 
 
 def transition(opts: SamplerOptions, logdensity_fn: Callable, step_size, inverse_mass_matrix,
-               trajectory_length=None) -> Callable:
-    """One transition ``step(state, key) -> (state, stats)`` of ``opts.sampler`` at fixed
-    tuning parameters (``trajectory_length`` is MAMS's and MCLMC's :math:`L`)."""
-    if opts.sampler in ("nuts", "hmc"):
-        move = metropolis_transition(opts)
-
-        def step(st, k):
-            st, info = move(k, st, logdensity_fn, step_size, inverse_mass_matrix)
-            return st, metropolis_stats(opts, info)
-
-    elif opts.sampler == "mams":
+               trajectory_length) -> Callable:
+    """MAMS/MCLMC: one transition ``step(state, key) -> (state, stats)`` at the parameters
+    their tuner chose (``trajectory_length`` is :math:`L`). NUTS and HMC move through
+    :func:`windowed_transition`."""
+    if opts.sampler == "mams":
         kernel, avg_steps = _mams_kernel(), trajectory_length / step_size
 
         def step(st, k):
@@ -373,7 +368,7 @@ def transition(opts: SamplerOptions, logdensity_fn: Callable, step_size, inverse
                               integration_steps_params=(avg_steps,))
             return st, metropolis_stats(opts, info)
 
-    else:
+    elif opts.sampler == "mclmc":
         kernel = _mclmc_kernel(opts)
 
         def step(st, k):
@@ -383,6 +378,9 @@ def transition(opts: SamplerOptions, logdensity_fn: Callable, step_size, inverse
                         "n_steps": jnp.ones((), jnp.int32),
                         "n_grad": jnp.full((), _GRADS_PER_STEP["mclmc"], jnp.int32)}
 
+    else:
+        raise ValueError(f"sampler: transition() is for the tuned samplers ('mams', 'mclmc'); "
+                         f"{opts.sampler!r} moves through windowed_transition()")
     return step
 
 
@@ -399,44 +397,57 @@ def check_dimension(opts: SamplerOptions, position) -> None:
                          "velocity has unit norm); use 'nuts' or 'hmc' for a scalar latent")
 
 
+def windowed_transition(opts: SamplerOptions, logdensity_fn: Callable, key, state, adapt,
+                        i, num_warmup: int):
+    """Transition ``i`` of NUTS/HMC counting warm-up and sampling together:
+    ``(state, adapt, stats, step_size)``.
+
+    While ``i < num_warmup`` it moves at the adapting step size and then updates Stan's
+    windows (:func:`window_adaptation_update`); afterwards it moves at the dual-averaged step
+    size and leaves ``adapt`` alone. :func:`sample_chain` scans it and the NumPyro kernel
+    (:class:`probkit.inference.hmc.BlackJAXKernel`) calls it once per ``sample``.
+    """
+    warm = i < num_warmup
+    eps = (jnp.where(warm, adapt.step_size, jnp.exp(adapt.da_state.log_step_size_avg))
+           if num_warmup else adapt.step_size)
+    state, info = metropolis_transition(opts)(key, state, logdensity_fn, eps,
+                                              adapt.inverse_mass_matrix)
+    if num_warmup:
+        schedule = jnp.asarray(warmup_schedule(num_warmup))
+        row = schedule[jnp.minimum(i, num_warmup - 1)]
+        adapt = jax.lax.cond(warm, lambda a: window_adaptation_update(
+            a, row[0], row[1].astype(bool), state.position, info.acceptance_rate,
+            dense_mass=opts.dense_mass, target_accept=opts.target_accept), lambda a: a, adapt)
+    return state, adapt, metropolis_stats(opts, info), eps
+
+
 def _windowed_chain(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int,
                     num_samples: int, thinning: int, progress_rate: int | None,
                     progress_offset):
-    """NUTS/HMC: warm-up and sampling in one loop, so the transition is traced and compiled
-    once (a warm-up loop followed by a sampling loop would compile it twice).
+    """NUTS/HMC: warm-up and sampling in one loop of :func:`windowed_transition`, so the
+    transition is traced and compiled once (a warm-up loop followed by a sampling loop would
+    compile it twice).
 
-    Transition ``i`` adapts while ``i < num_warmup`` (Stan's windows) and then runs at the
-    averaged step size; kept draws are written into preallocated buffers, so memory is
-    ``num_samples // thinning`` draws whatever the warm-up length.
+    Kept draws are written into preallocated buffers, so memory is ``num_samples //
+    thinning`` draws whatever the warm-up length.
     """
-    adapt_kw = {"dense_mass": opts.dense_mass, "target_accept": opts.target_accept}
-    move = metropolis_transition(opts)
-    schedule = warmup_schedule(num_warmup)
-    stages, ends = jnp.asarray(schedule[:, 0]), jnp.asarray(schedule[:, 1]).astype(bool)
     n_keep = num_samples // thinning
     total = num_warmup + n_keep * thinning
 
-    def moved(st, k, eps, imm):
-        st, info = move(k, st, logdensity_fn, eps, imm)
-        return st, ChainDraws(st.position, st.logdensity, metropolis_stats(opts, info)), info
+    def moved(st, ad, i):
+        st, ad, stats, _ = windowed_transition(opts, logdensity_fn, jax.random.fold_in(key, i),
+                                               st, ad, i, num_warmup)
+        return st, ad, ChainDraws(st.position, st.logdensity, stats)
 
     state = blackjax.hmc.init(position, logdensity_fn)
-    adapt = window_adaptation_init(position, **adapt_kw)
-    like = jax.eval_shape(lambda: moved(state, key, adapt.step_size,
-                                        adapt.inverse_mass_matrix)[1])
+    adapt = window_adaptation_init(position, dense_mass=opts.dense_mass,
+                                   target_accept=opts.target_accept)
+    like = jax.eval_shape(lambda: moved(state, adapt, 0)[2])
     buffers = jax.tree.map(lambda a: jnp.zeros((n_keep, *a.shape), a.dtype), like)
 
     def body(carry, i):
         st, ad, bufs, grads = carry
-        warm = i < num_warmup
-        eps = (jnp.where(warm, ad.step_size, jnp.exp(ad.da_state.log_step_size_avg))
-               if num_warmup else ad.step_size)
-        st, draw, info = moved(st, jax.random.fold_in(key, i), eps, ad.inverse_mass_matrix)
-        if num_warmup:
-            w = jnp.minimum(i, num_warmup - 1)
-            ad = jax.lax.cond(warm, lambda a: window_adaptation_update(
-                a, stages[w], ends[w], st.position, info.acceptance_rate, **adapt_kw),
-                lambda a: a, ad)
+        st, ad, draw = moved(st, ad, i)
         grads = grads + draw.stats["n_grad"]
         j = i - num_warmup
         keep = (j >= 0) & ((j + 1) % thinning == 0)
@@ -444,7 +455,7 @@ def _windowed_chain(key, position, logdensity_fn, opts: SamplerOptions, num_warm
         bufs = jax.lax.cond(keep, lambda b: jax.tree.map(
             lambda buf, v: buf.at[jnp.maximum(j, 0) // thinning].set(v), b, draw),
             lambda b: b, bufs)
-        grads = jnp.where(keep | warm, 0, grads)
+        grads = jnp.where(keep | (i < num_warmup), 0, grads)
         if progress_rate:
             progress_tick(i, progress_rate, progress_offset)
         return (st, ad, bufs, grads), None

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from numpyro.infer import Predictive
-from numpyro.infer.util import potential_energy, unconstrain_fn
+from numpyro.infer.util import unconstrain_fn
 from scipy import stats
 
 from probkit._checks import check_key, check_positive_int
+from probkit.inference.hmc import model_logdensity
 from probkit.inference.samplers import sample_chain, sampler_options
 
 __all__ = ["SBCResult", "simulation_based_calibration", "rank_uniformity_pvalues"]
@@ -93,12 +94,9 @@ def simulation_based_calibration(model: Callable, *args, key: jax.Array, observe
     def one(k, y, theta):
         kw = {**base_kwargs, observed: y}
         z0 = unconstrain_fn(model, args, kw, theta)
-
-        def logdensity(z):
-            return -potential_energy(model, args, kw, z)
-
-        draws, _ = sample_chain(k, z0, logdensity, sampler=opts, num_warmup=num_warmup,
-                                num_samples=num_draws * thinning, thinning=thinning)
+        draws, _ = sample_chain(k, z0, model_logdensity(model, args, kw), sampler=opts,
+                                num_warmup=num_warmup, num_samples=num_draws * thinning,
+                                thinning=thinning)
         constrained = jax.vmap(lambda z: numpyro.infer.util.constrain_fn(model, args, kw, z))(
             draws.position)
         ranks = {n: jnp.sum(constrained[n] < theta[n], axis=0) for n in theta}
