@@ -14,8 +14,10 @@ mode) and a value
           \big(u^1(x_{n1}) \otimes \cdots \otimes u^K(x_{nK})\big) + \varepsilon_n,
     \qquad \varepsilon_n \sim \mathcal N(0, \tau^{-1}),
 
-with :math:`u^k = (u^k_1, \dots, u^k_R)` independent Matern GPs per mode (lengthscale
-:math:`\ell_k`, variance :math:`s^2_k`, smoothness :math:`\nu \in \{1/2, 3/2, 5/2\}`),
+with :math:`u^k = (u^k_1, \dots, u^k_R)` independent GPs per mode: Matern in the paper
+(lengthscale :math:`\ell_k`, variance :math:`s^2_k`, smoothness :math:`\nu \in \{1/2, 3/2,
+5/2\}`), here any kernel with a state-space form (``FunBaT(kernel=...)``: periodic,
+quasi-periodic, SHO/celerite terms, sums and products),
 core :math:`\operatorname{vec}\mathcal W \sim \mathcal N(0, \sigma_W^2 I)` of size
 :math:`R^K` and :math:`\tau \sim \mathrm{Gamma}(a_0, b_0)`. The CP variant fixes
 :math:`\mathcal W` to the super-diagonal of ones, so the Kronecker product becomes a

@@ -25,6 +25,7 @@ from probkit._checks import (
     check_positive_int,
     check_regression_data,
 )
+from probkit.kernels import Kernel
 from probkit.models.base import Family, Fitted, check_inputs
 from probkit.models.tucker.cep import CEPState, cp_core, f_moments, mean_f, run_cep
 from probkit.models.tucker.data import (
@@ -32,13 +33,15 @@ from probkit.models.tucker.data import (
     bucket,
     check_damping,
     check_nu,
-    matern_gram,
+    factor_kernels,
+    gram,
     per_mode,
     prepare_data,
 )
 from probkit.models.tucker.factors import factor_marginals, sym
 from probkit.models.tucker.model import JITTER, tucker_model
 from probkit.posterior import Empirical, Gaussian, Mixture, export
+from probkit.statespace import SDE, as_sde
 
 __all__ = ["FunBaT", "CEPFitted", "NUTSFitted"]
 
@@ -63,8 +66,8 @@ class FunBaT(Family):
     r"""Functional Bayesian Tucker decomposition over continuous coordinates (Fang et al. 2024).
 
     :math:`y_n = \operatorname{vec}(\mathcal W)^\top (u^1(x_{n1}) \otimes \cdots \otimes
-    u^K(x_{nK})) + \varepsilon_n` with Matern GP factors per mode (see
-    :mod:`probkit.models.tucker`).
+    u^K(x_{nK})) + \varepsilon_n` with GP factors per mode (Matern by default, any kernel with
+    a state-space form through ``kernel``; see :mod:`probkit.models.tucker`).
 
     Parameters
     ----------
@@ -77,6 +80,14 @@ class FunBaT(Family):
     lengthscale, variance : float or sequence of K floats
         Matern hyperparameters per mode (fixed, as in the paper); scale each coordinate to a range
         matched to ``lengthscale`` (e.g. [0, 1]).
+    kernel : kernel or sequence of K kernels, optional
+        The factor prior instead of the Matern one (then ``nu``, ``lengthscale`` and
+        ``variance`` are not used): one kernel of :mod:`probkit.kernels` for every mode or one
+        per mode. Engine ``"cep"`` needs a state-space form (Matern, Cosine, Periodic, SHO,
+        Celerite and their sums and products: :func:`probkit.statespace.as_sde`), e.g.
+        ``Matern32(0.3) * Periodic(1.0, 0.5, period=0.25)`` for a quasi-periodic coordinate;
+        engine ``"nuts"`` takes any kernel (dense Gram matrices). Fixed, like the Matern
+        hyperparameters; hyperparameters are cast to float64.
     num_steps : int
         CEP epochs (engine ``"cep"``; a fixed number, as in the paper).
     damping : float or (factors, noise, core)
@@ -107,6 +118,16 @@ class FunBaT(Family):
     >>> pred = fitted.predict(rng.uniform(size=(5, 2)))
     >>> pred.mean.shape, pred.variance.shape
     ((5,), (5,))
+
+    A periodic first coordinate (weekly data, say) and a smooth second one:
+
+    >>> from probkit.kernels import Matern32, Periodic
+    >>> yp = np.sin(4 * np.pi * x[:, 0]) * x[:, 1]
+    >>> fam = FunBaT(rank=1, cp=True, num_steps=30,
+    ...              kernel=(Periodic(0.5, 1.0, period=0.5), Matern32(0.5, 1.0)))
+    >>> fitted = fam.fit(x, yp, key=jax.random.key(0), progress_bar=False)
+    >>> bool(np.sqrt(np.mean((fitted.predict(x).mean - yp) ** 2)) < 0.1)
+    True
     """
 
     name = "funbat"
@@ -120,6 +141,7 @@ class FunBaT(Family):
     nu: float = eqx.field(static=True, default=0.5)
     lengthscale: float | tuple = eqx.field(static=True, default=0.1, converter=_setting)
     variance: float | tuple = eqx.field(static=True, default=1.0, converter=_setting)
+    kernel: Kernel | SDE | tuple | None = None
     num_steps: int = eqx.field(static=True, default=100)
     damping: float | tuple = eqx.field(static=True, default=0.5, converter=_setting)
     a0: float = eqx.field(static=True, default=1.0)
@@ -137,6 +159,11 @@ class FunBaT(Family):
         check_nu(self.nu)
         check_positive("lengthscale", self.lengthscale)
         check_positive("variance", self.variance)
+        if self.kernel is not None:
+            kernels = self.kernel if isinstance(self.kernel, tuple | list) else (self.kernel,)
+            for kern in factor_kernels(kernels, len(kernels)):
+                if self.engine == "cep":
+                    as_sde(kern)   # a ValueError naming `kernel` if it has no state-space form
         check_positive_int("num_steps", self.num_steps)
         check_damping(self.damping)
         for name in ("a0", "b0", "core_prior_var"):
@@ -147,9 +174,9 @@ class FunBaT(Family):
         check_positive_int("num_chains", self.num_chains)
 
     def _config(self, num_modes: int) -> TuckerConfig:
-        return TuckerConfig(self.rank, num_modes, bool(self.cp), check_nu(self.nu),
-                            *check_damping(self.damping), float(self.a0), float(self.b0),
-                            float(self.core_prior_var), self.mode_solver)
+        return TuckerConfig(self.rank, num_modes, bool(self.cp), *check_damping(self.damping),
+                            float(self.a0), float(self.b0), float(self.core_prior_var),
+                            self.mode_solver)
 
     def fit(self, x, y, *, key, progress_bar: bool = True) -> CEPFitted | NUTSFitted:
         """Condition on coordinates ``x`` ``(n, K)`` (one column per mode) and ``y`` ``(n,)``.
@@ -158,7 +185,8 @@ class FunBaT(Family):
         ------
         ValueError
             Naming the argument: non-finite, empty or mis-shaped ``x``/``y``, a non-key ``key``,
-            a ``lengthscale``/``variance`` whose length differs from the columns of ``x``.
+            a ``lengthscale``/``variance``/``kernel`` whose length differs from the columns of
+            ``x``.
         FloatingPointError
             If the CEP iteration diverges (raise the damping or the lengthscale).
         """
@@ -167,6 +195,8 @@ class FunBaT(Family):
         K = x.shape[1]
         ls = per_mode("lengthscale", self.lengthscale, K)
         var = per_mode("variance", self.variance, K)
+        with jax.enable_x64(True):
+            kernels = jax.tree.map(_float64, factor_kernels(self.kernel, K, self.nu, ls, var))
         if self.standardize:
             y_mean, y_scale = float(np.mean(y)), float(np.std(y)) or 1.0
         else:
@@ -175,35 +205,37 @@ class FunBaT(Family):
         config = self._config(K)
         start = time.perf_counter()
         if self.engine == "nuts":
-            return self._fit_nuts(x, y, ys, ls, var, config, y_mean, y_scale, key, progress_bar,
+            return self._fit_nuts(x, y, ys, kernels, config, y_mean, y_scale, key, progress_bar,
                                   start)
         np_data = prepare_data(x, ys, config)
         with jax.enable_x64(True):
             data = jax.tree.map(jnp.asarray, np_data)
-            state, trace = run_cep(data, jnp.asarray(ls), jnp.asarray(var), config, key=key,
+            # State-space forms built here, from concrete hyperparameters (a periodic kernel's
+            # truncation order is chosen from its lengthscale), then passed into the epochs.
+            sdes = tuple(as_sde(kern) for kern in kernels)
+            state, trace = run_cep(data, sdes, config, key=key,
                                    num_steps=self.num_steps, progress_bar=progress_bar)
             if not np.all(np.isfinite(trace["rmse"])):
                 raise FloatingPointError("fit: the CEP iteration diverged (non-finite training "
                                          "error); increase damping or the lengthscale")
             size = data.positions.shape[0]
             trace = {"rmse": jnp.asarray(trace["rmse"] * y_scale), "tau": jnp.asarray(trace["tau"])}
-            return CEPFitted(config, jnp.asarray(ls), jnp.asarray(var), data.grids,
+            return CEPFitted(config, sdes, data.grids,
                              data.observed, state, jnp.asarray(_pad_rows(x, size)),
                              jnp.asarray(np.concatenate([y, np.zeros(size - len(y))])),
                              jnp.arange(size) < len(y), jnp.asarray(y_mean),
                              jnp.asarray(y_scale), trace,
                              jnp.asarray(time.perf_counter() - start))
 
-    def _fit_nuts(self, x, y, ys, ls, var, config, y_mean, y_scale, key, progress_bar, start):
+    def _fit_nuts(self, x, y, ys, kernels, config, y_mean, y_scale, key, progress_bar, start):
         from probkit.inference import hmc
 
         K, R = config.num_modes, config.rank
         grids = tuple(np.unique(x[:, k]) for k in range(K))
-        model = _bound_model(R, config.nu, config.cp, tuple(ls), tuple(var), config.a0,
-                             config.b0, config.core_prior_var)
+        model = _bound_model(R, config.cp, config.a0, config.b0, config.core_prior_var)
         with jax.enable_x64(True):
             res = hmc.run(model, jnp.asarray(x), jnp.asarray(ys),
-                          grids=tuple(jnp.asarray(g) for g in grids), key=key,
+                          grids=tuple(jnp.asarray(g) for g in grids), kernel=kernels, key=key,
                           num_warmup=self.num_warmup, num_samples=self.num_samples,
                           num_chains=self.num_chains, log_likelihood=False,
                           progress_bar=progress_bar)
@@ -214,8 +246,7 @@ class FunBaT(Family):
                 core = jnp.broadcast_to(cp_core(R, K, jnp.float64), (S, R**K))
             else:
                 core = jnp.asarray(post["core"]).reshape(S, R**K)
-            return NUTSFitted(config, jnp.asarray(ls), jnp.asarray(var),
-                              tuple(jnp.asarray(g) for g in grids), us, core,
+            return NUTSFitted(config, kernels, tuple(jnp.asarray(g) for g in grids), us, core,
                               jnp.asarray(post["tau"]).reshape(S), jnp.asarray(x),
                               jnp.asarray(y), jnp.asarray(y_mean), jnp.asarray(y_scale),
                               jax.random.fold_in(key, 1),
@@ -224,11 +255,17 @@ class FunBaT(Family):
 
 
 @functools.lru_cache(maxsize=64)
-def _bound_model(rank, nu, cp, lengthscale, variance, a0, b0, core_prior_var):
-    """:func:`tucker_model` with its settings bound, one object per settings (so the NUTS
-    program compiled for them is reused by later fits)."""
-    return functools.partial(tucker_model, rank=rank, nu=nu, cp=cp, lengthscale=lengthscale,
-                             variance=variance, a0=a0, b0=b0, core_prior_var=core_prior_var)
+def _bound_model(rank, cp, a0, b0, core_prior_var):
+    """:func:`tucker_model` with its static settings bound, one object per settings (so the
+    NUTS program compiled for them is reused by later fits; the kernels are arguments)."""
+    return functools.partial(tucker_model, rank=rank, cp=cp, a0=a0, b0=b0,
+                             core_prior_var=core_prior_var)
+
+
+def _float64(leaf):
+    """A floating kernel hyperparameter in float64 (call inside ``jax.enable_x64``)."""
+    arr = jnp.asarray(leaf)
+    return arr.astype(jnp.float64) if jnp.issubdtype(arr.dtype, jnp.floating) else arr
 
 
 class _FunBaTFitted(Fitted):
@@ -243,7 +280,8 @@ class _FunBaTFitted(Fitted):
 
 
 class CEPFitted(_FunBaTFitted):
-    """FunBaT fitted by conditional EP (see :class:`FunBaT`; fields are the CEP state).
+    """FunBaT fitted by conditional EP (see :class:`FunBaT`; fields are the CEP state, and
+    ``sdes``, each mode's factor prior in the state-space form the smoothers used).
 
     ``predict(x)`` and ``posterior(x)`` are Gaussian with independent marginals: the latent
     :math:`f` has mean :math:`E[\\mathcal W]^\\top \\bigotimes_k E[u^k]` and variance
@@ -264,8 +302,7 @@ class CEPFitted(_FunBaTFitted):
     """
 
     config: TuckerConfig = eqx.field(static=True)
-    lengthscale: Array
-    variance: Array
+    sdes: tuple
     grids: tuple
     observed_grid: tuple
     state: CEPState
@@ -299,8 +336,7 @@ class CEPFitted(_FunBaTFitted):
 
     def _mode(self, k: int, coords):
         return factor_marginals(self.grids[k], self.observed_grid[k], self.state.msg_prec[k],
-                                self.state.msg_shift[k], self.lengthscale[k], self.variance[k],
-                                coords, self.config)
+                                self.state.msg_shift[k], self.sdes[k], coords, self.config)
 
     def factors(self, mode: int, coords) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean ``(n, R)`` and covariance ``(n, R, R)`` of mode ``mode``'s factors at
@@ -400,8 +436,7 @@ class NUTSFitted(_FunBaTFitted):
     """
 
     config: TuckerConfig = eqx.field(static=True)
-    lengthscale: Array
-    variance: Array
+    kernels: tuple
     grids: tuple
     u: tuple
     core: Array
@@ -423,12 +458,13 @@ class NUTSFitted(_FunBaTFitted):
             keys = jax.random.split(self.key, cfg.num_modes)
             us = []
             for k, (g, u) in enumerate(zip(self.grids, self.u, strict=True)):
-                ls, var, c = self.lengthscale[k], self.variance[k], x[:, k]
-                kgg = matern_gram(g, g, ls, var, cfg.nu) + JITTER * var * jnp.eye(g.shape[0])
-                kcg = matern_gram(c, g, ls, var, cfg.nu)
-                chol = jnp.linalg.cholesky(kgg)
+                kern, c = self.kernels[k], x[:, k]
+                kgg = gram(kern, g, g)
+                var = jnp.mean(jnp.diag(kgg))
+                kcg = gram(kern, c, g)
+                chol = jnp.linalg.cholesky(kgg + JITTER * var * jnp.eye(g.shape[0]))
                 a = jax.scipy.linalg.cho_solve((chol, True), kcg.T)  # (I, m)
-                cond = matern_gram(c, c, ls, var, cfg.nu) - kcg @ a
+                cond = gram(kern, c, c) - kcg @ a
                 lc = jnp.linalg.cholesky(sym(cond) + _COND_JITTER * var * jnp.eye(m))
                 eps = jax.random.normal(keys[k], (u.shape[0], m, cfg.rank), jnp.float64)
                 us.append(jnp.einsum("im,sir->smr", a, u) + jnp.einsum("mj,sjr->smr", lc, eps))

@@ -188,11 +188,13 @@ def cep_init(data: TuckerData, config: TuckerConfig, *, key: Array) -> CEPState:
                     jnp.asarray(1.0, dtype))
 
 
-def cep_step(state: CEPState, data: TuckerData, lengthscale: Array, variance: Array,
-             config: TuckerConfig) -> CEPState:
+def cep_step(state: CEPState, data: TuckerData, kernels: tuple, config: TuckerConfig
+             ) -> CEPState:
     """One epoch of conditional EP: every mode in turn, then the core, then the noise.
 
-    Pure and jittable (``config`` static). See the module docstring for the updates.
+    ``kernels`` holds each mode's factor kernel (a kernel with a state-space form, see
+    :func:`~probkit.models.tucker.factors.mode_posterior`). Pure and jittable (``config``
+    static). See the module docstring for the updates.
     """
     R, K = config.rank, config.num_modes
     mean, cov = list(state.mean), list(state.cov)
@@ -212,7 +214,7 @@ def cep_step(state: CEPState, data: TuckerData, lengthscale: Array, variance: Ar
         prec[k] = sym(rho_u * prec[k] + (1.0 - rho_u) * lam_new)
         shift[k] = rho_u * shift[k] + (1.0 - rho_u) * eta_new
         mean[k], cov[k] = mode_posterior(data.grids[k], data.observed[k], prec[k], shift[k],
-                                         lengthscale[k], variance[k], config)
+                                         kernels[k], config)
     # Sufficient statistics over all modes from the last mode's per-coordinate sums.
     mk, Mk = mean[K - 1], cov[K - 1] + mean[K - 1][:, :, None] * mean[K - 1][:, None, :]
     if config.cp:
@@ -304,12 +306,12 @@ def _init(data, key, config):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _epoch(state, data, lengthscale, variance, config):
-    state = cep_step(state, data, lengthscale, variance, config)
+def _epoch(state, data, kernels, config):
+    state = cep_step(state, data, kernels, config)
     return state, _train_rmse(state, data, config)
 
 
-def run_cep(data: TuckerData, lengthscale: Array, variance: Array, config: TuckerConfig, *,
+def run_cep(data: TuckerData, kernels: tuple, config: TuckerConfig, *,
             key: Array, num_steps: int, progress_bar: bool = True
             ) -> tuple[CEPState, dict[str, np.ndarray]]:
     """Initialise and run ``num_steps`` CEP epochs (each one compiled call; a tqdm bar with the
@@ -326,7 +328,7 @@ def run_cep(data: TuckerData, lengthscale: Array, variance: Array, config: Tucke
     rmse, taus = [], []
     try:
         for _ in range(num_steps):
-            state, err = _epoch(state, data, lengthscale, variance, config)
+            state, err = _epoch(state, data, kernels, config)
             rmse.append(err)
             taus.append(state.tau)
             if bar is not None:

@@ -17,10 +17,11 @@ import numpy as np
 from jax import Array
 
 from probkit._checks import as_array, check_choice, check_positive, check_regression_data
-from probkit.kernels import Matern12, Matern32, Matern52
+from probkit.kernels import Kernel, Matern12, Matern32, Matern52
+from probkit.statespace import SDE
 
-__all__ = ["TuckerConfig", "TuckerData", "prepare_data", "bucket", "matern_gram", "kron_rows",
-           "per_mode", "check_nu", "check_damping"]
+__all__ = ["TuckerConfig", "TuckerData", "prepare_data", "bucket", "factor_kernels", "gram",
+           "kron_rows", "per_mode", "check_nu", "check_damping"]
 
 MATERN = {0.5: Matern12, 1.5: Matern32, 2.5: Matern52}
 #: Floats per streamed chunk of Kronecker moments.
@@ -38,8 +39,6 @@ class TuckerConfig(NamedTuple):
         :math:`K`.
     cp : bool
         Fix the core to the super-diagonal of ones (FunBaT-CP).
-    nu : float
-        Matern smoothness, 0.5, 1.5 or 2.5.
     damping_factors, damping_noise, damping_core : float
         Weight :math:`\rho` on the *old* message in the damped update, in [0, 1).
     a0, b0 : float
@@ -48,7 +47,7 @@ class TuckerConfig(NamedTuple):
         :math:`\sigma_W^2`.
     mode_solver : {"kalman", "dense"}
         Factor posterior by the Kalman/RTS smoother (O(I R^3 d^3)) or, as an exact
-        reference, by a dense Gaussian solve with the Matern Gram matrix (O(I^3 R^3)).
+        reference, by a dense Gaussian solve with the kernel's Gram matrix (O(I^3 R^3)).
     chunk : int
         Keys per streamed chunk when forming the Kronecker moments (0: automatic, about
         2M floats per chunk).
@@ -57,7 +56,6 @@ class TuckerConfig(NamedTuple):
     rank: int
     num_modes: int
     cp: bool = False
-    nu: float = 0.5
     damping_factors: float = 0.5
     damping_noise: float = 0.5
     damping_core: float = 0.5
@@ -229,9 +227,36 @@ def prepare_data(x, y, config: TuckerConfig) -> TuckerData:
 # ----------------------------------------------------------------------------- shared algebra
 
 
-def matern_gram(x1: Array, x2: Array, lengthscale, variance, nu: float) -> Array:
-    """Matern covariance matrix of 1-D inputs (dense factor solves and the NumPyro model)."""
-    return MATERN[nu](lengthscale, variance)(x1, x2)
+def factor_kernels(kernel, num_modes: int, nu: float = 0.5, lengthscale=None,
+                   variance=None) -> tuple:
+    """The prior kernel of every mode's latent functions.
+
+    ``kernel``: one kernel of :mod:`probkit.kernels` (or an SDE of :mod:`probkit.statespace`)
+    for every mode, or a sequence of ``num_modes`` of them; ``None``: Matern-``nu`` with the
+    per-mode ``lengthscale`` and ``variance`` (arrays ``(num_modes,)``, possibly traced).
+
+    Raises
+    ------
+    ValueError
+        ``kernel`` is not a kernel, or a sequence of another length than ``num_modes``.
+    """
+    if kernel is None:
+        cls = MATERN[check_nu(nu)]
+        return tuple(cls(lengthscale[k], variance[k]) for k in range(num_modes))
+    kernels = tuple(kernel) if isinstance(kernel, tuple | list) else (kernel,) * num_modes
+    if len(kernels) != num_modes:
+        raise ValueError(f"kernel: expected one kernel or one per mode ({num_modes}), "
+                         f"got {len(kernels)}; does x have the right number of columns?")
+    for k in kernels:
+        if not isinstance(k, Kernel | SDE):
+            raise ValueError("kernel: expected a kernel of probkit.kernels or an SDE of "
+                             f"probkit.statespace, got {type(k).__name__}")
+    return kernels
+
+
+def gram(kernel, x1: Array, x2: Array) -> Array:
+    """Covariance matrix of 1-D inputs under a factor kernel (dense kernel or SDE)."""
+    return kernel.gram(x1, x2) if isinstance(kernel, SDE) else kernel(x1, x2)
 
 
 def kron_rows(a: Array, b: Array) -> Array:

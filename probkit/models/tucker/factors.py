@@ -4,11 +4,13 @@ Given Gaussian messages summed per grid point (precision :math:`\Lambda_i`, shif
 :math:`\eta_i`), the posterior of the mode's :math:`R` latent functions is
 
 .. math::
-    q(u) \propto \prod_r \mathcal{GP}(u_r; 0, k_\nu)
+    q(u) \propto \prod_r \mathcal{GP}(u_r; 0, k)
     \prod_i \exp\!\big(-\tfrac12 u(x_i)^\top\Lambda_i u(x_i) + \eta_i^\top u(x_i)\big).
 
-Each Matern GP is a linear SDE (:func:`probkit.statespace.matern_sde`); the :math:`R` of them are
-stacked into one state, and the messages enter as whitened pseudo-observations
+The mode's kernel :math:`k` is any kernel with a state-space form (Matern, cosine, periodic,
+SHO, celerite and their sums and products, :func:`probkit.statespace.as_sde`); its SDE is
+repeated for the :math:`R` functions and stacked into one state, and the messages enter as
+whitened pseudo-observations
 :math:`L_i^{-1}\eta_i = L_i^\top H z_i + e`, :math:`e \sim N(0, I)`, :math:`\Lambda_i = L_i
 L_i^\top` (the same as observing :math:`\Lambda_i^{-1}\eta_i` with covariance
 :math:`\Lambda_i^{-1}`, without inverting :math:`\Lambda_i`), smoothed by
@@ -30,7 +32,7 @@ from jax.scipy.linalg import solve_triangular
 
 from probkit import statespace
 from probkit.inference.kalman import rts_smoother
-from probkit.models.tucker.data import TuckerConfig, matern_gram
+from probkit.models.tucker.data import TuckerConfig
 from probkit.statespace import LGSSM
 
 __all__ = ["mode_posterior", "factor_marginals"]
@@ -41,13 +43,12 @@ def sym(m: Array) -> Array:
     return 0.5 * (m + jnp.swapaxes(m, -1, -2))
 
 
-def _mode_lgssm(grid: Array, lengthscale: Array, variance: Array, nu: float,
-                rank: int) -> tuple[LGSSM, Array]:
+def _mode_lgssm(grid: Array, kernel, rank: int) -> tuple[LGSSM, Array]:
     """Prior of the R stacked latent functions of one mode as an LGSSM (emission placeholder)
     and the selection matrix ``H (R, R d)`` (state order: function-major)."""
-    sde = statespace.matern_sde(nu, lengthscale, variance)
+    sde = statespace.as_sde(kernel)
     A, Q = statespace.discretise(sde, grid)
-    d = sde.order
+    d = sde.state_dim
     dtype = grid.dtype
     eye = jnp.eye(rank, dtype=dtype)
     kron_t = jax.vmap(lambda a: jnp.kron(eye, a))
@@ -68,8 +69,8 @@ def _whiten(prec: Array, shift: Array, observed: Array) -> tuple[Array, Array]:
     return L, jnp.where(observed[:, None], obs, jnp.nan)
 
 
-def _posterior_kalman(grid, observed, prec, shift, lengthscale, variance, config):
-    params, H = _mode_lgssm(grid, lengthscale, variance, config.nu, config.rank)
+def _posterior_kalman(grid, observed, prec, shift, kernel, config):
+    params, H = _mode_lgssm(grid, kernel, config.rank)
     L, obs = _whiten(prec, shift, observed)
     params = params._replace(emission_matrix=jnp.swapaxes(L, -1, -2) @ H)
     sm = rts_smoother(params, obs)
@@ -85,10 +86,11 @@ def _block_diag(blocks: Array) -> Array:
     return out.reshape(n * R, n * R)
 
 
-def _posterior_dense(grid, observed, prec, shift, lengthscale, variance, config):
-    """Exact Gaussian posterior of the stacked (I R) factor values with the dense Gram matrix."""
+def _posterior_dense(grid, observed, prec, shift, kernel, config):
+    """Exact Gaussian posterior of the stacked (I R) factor values with the dense Gram matrix
+    (of the kernel the smoother uses: the truncated series for a periodic kernel)."""
     R, n = config.rank, grid.shape[0]
-    Kxx = matern_gram(grid, grid, lengthscale, variance, config.nu)
+    Kxx = statespace.as_sde(kernel).gram(grid, grid)
     Pm = jnp.kron(Kxx, jnp.eye(R, dtype=grid.dtype))
     L, _ = _whiten(prec, shift, observed)
     L = jnp.where(observed[:, None, None], L, 0.0)
@@ -106,8 +108,7 @@ def _posterior_dense(grid, observed, prec, shift, lengthscale, variance, config)
 
 
 def mode_posterior(grid: Array, observed: Array, prec: Array, shift: Array,
-                   lengthscale: Array, variance: Array, config: TuckerConfig
-                   ) -> tuple[Array, Array]:
+                   kernel, config: TuckerConfig) -> tuple[Array, Array]:
     r"""Marginals of one mode's factors given summed Gaussian messages per grid point.
 
     Parameters
@@ -118,10 +119,10 @@ def mode_posterior(grid: Array, observed: Array, prec: Array, shift: Array,
         Grid points with ``False`` carry no message (prediction points, padding).
     prec, shift : Array, shapes (I, R, R), (I, R)
         :math:`\Lambda_i, \eta_i`.
-    lengthscale, variance : Array, scalars
-        Matern hyperparameters of this mode.
+    kernel : kernel of :mod:`probkit.kernels` with a state-space form, or an SDE
+        The prior of each of the mode's latent functions (:func:`probkit.statespace.as_sde`).
     config : TuckerConfig
-        Uses ``rank``, ``nu`` and ``mode_solver``.
+        Uses ``rank`` and ``mode_solver``.
 
     Returns
     -------
@@ -130,21 +131,21 @@ def mode_posterior(grid: Array, observed: Array, prec: Array, shift: Array,
     Examples
     --------
     >>> import jax, jax.numpy as jnp
+    >>> from probkit.kernels import Matern32
     >>> from probkit.models.tucker import TuckerConfig, mode_posterior
     >>> grid = jnp.linspace(0.0, 1.0, 5)
     >>> prec, shift = jnp.ones((5, 1, 1)), jnp.ones((5, 1))
-    >>> mean, cov = mode_posterior(grid, jnp.ones(5, bool), prec, shift, 0.3, 1.0,
-    ...                            TuckerConfig(rank=1, num_modes=1, nu=1.5))
+    >>> mean, cov = mode_posterior(grid, jnp.ones(5, bool), prec, shift, Matern32(0.3, 1.0),
+    ...                            TuckerConfig(rank=1, num_modes=1))
     >>> mean.shape, cov.shape
     ((5, 1), (5, 1, 1))
     """
     solver = {"kalman": _posterior_kalman, "dense": _posterior_dense}[config.mode_solver]
-    return solver(grid, observed, prec, shift, lengthscale, variance, config)
+    return solver(grid, observed, prec, shift, kernel, config)
 
 
 def factor_marginals(grid: Array, observed: Array, prec: Array, shift: Array,
-                     lengthscale: Array, variance: Array, coords: Array,
-                     config: TuckerConfig) -> tuple[Array, Array]:
+                     kernel, coords: Array, config: TuckerConfig) -> tuple[Array, Array]:
     """Posterior mean ``(m, R)`` and covariance ``(m, R, R)`` of one mode's factors at ``coords``.
 
     The query coordinates are merged into the grid (a stable sort: a coordinate equal to a grid
@@ -159,6 +160,5 @@ def factor_marginals(grid: Array, observed: Array, prec: Array, shift: Array,
     obs = jnp.concatenate([observed, jnp.zeros(m, bool)])[order]
     P = jnp.concatenate([prec, jnp.broadcast_to(jnp.eye(R, dtype=prec.dtype), (m, R, R))])
     S = jnp.concatenate([shift, jnp.zeros((m, R), shift.dtype)])
-    mean, cov = mode_posterior(merged[order], obs, P[order], S[order], lengthscale, variance,
-                               config)
+    mean, cov = mode_posterior(merged[order], obs, P[order], S[order], kernel, config)
     return mean[where], cov[where]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import probkit
+from probkit import kernels
 from probkit.datasets import load_tensor
 from probkit.models import tucker
 from probkit.models.tucker.cep import mean_f
@@ -110,6 +111,62 @@ def test_nuts_engine_draws_interpolate_and_reload(tmp_path):
     np.testing.assert_array_equal(back.predict(x_new).loc, pred.loc)
 
 
+def test_matern_settings_and_the_same_kernels_give_the_same_fit():
+    """``nu``/``lengthscale``/``variance`` per mode are the default ``kernel``: passing the
+    Matern kernels themselves reproduces the fit bit for bit."""
+    rng = np.random.default_rng(6)
+    x = rng.uniform(size=(50, 2))
+    y = np.sin(3 * x[:, 0]) + x[:, 1] ** 2
+    key = jax.random.key(0)
+    a = tucker.FunBaT(rank=2, nu=2.5, lengthscale=(0.3, 0.6), variance=(1.0, 0.5),
+                      num_steps=8).fit(x, y, key=key, progress_bar=False)
+    with jax.enable_x64(True):
+        kern = (kernels.Matern52(np.float64(0.3), np.float64(1.0)),
+                kernels.Matern52(np.float64(0.6), np.float64(0.5)))
+    b = tucker.FunBaT(rank=2, kernel=kern, num_steps=8).fit(x, y, key=key, progress_bar=False)
+    xq = rng.uniform(-0.2, 1.2, size=(9, 2))
+    np.testing.assert_array_equal(a.predict(xq).mean, b.predict(xq).mean)
+    np.testing.assert_array_equal(a.predict(xq).variance, b.predict(xq).variance)
+
+
+def test_periodic_factor_extrapolates_a_seasonal_coordinate_and_reloads(tmp_path):
+    """A periodic factor kernel (the state-space series of issue 16) carries a seasonal
+    coordinate beyond the training range, where a Matern factor reverts to its prior mean."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(size=(300, 2))
+    f = lambda x: np.sin(2 * np.pi * x[:, 0] / 0.25) * (1.0 + x[:, 1])  # noqa: E731
+    y = f(x) + 0.05 * rng.normal(size=300)
+    xt = np.stack([rng.uniform(1.0, 1.5, 200), rng.uniform(size=200)], 1)
+    key = jax.random.key(0)
+    seasonal = tucker.FunBaT(rank=1, cp=True, num_steps=40, kernel=(
+        kernels.Periodic(0.5, 1.0, period=0.25), kernels.Matern32(1.0, 1.0)))
+    fit_p = seasonal.fit(x, y, key=key, progress_bar=False)
+    fit_m = tucker.FunBaT(rank=1, cp=True, num_steps=40, nu=1.5, lengthscale=(0.1, 1.0)).fit(
+        x, y, key=key, progress_bar=False)
+    rmse = [np.sqrt(np.mean((fit.predict(xt).mean - f(xt)) ** 2)) for fit in (fit_p, fit_m)]
+    assert rmse[0] < 0.1 < 0.5 < rmse[1], rmse
+    back = probkit.load(fit_p.save(tmp_path / "seasonal.pk"))
+    np.testing.assert_array_equal(back.predict(xt).variance, fit_p.predict(xt).variance)
+
+
+def test_numpyro_model_takes_any_kernel(x64):
+    """The NUTS engine's model builds each mode's factors from the kernel's dense Gram matrix,
+    so kernels without a state-space form (RBF) work there."""
+    from numpyro import handlers
+
+    rng = np.random.default_rng(8)
+    x = rng.uniform(size=(15, 2))
+    kern = kernels.RBF(np.float64(0.4), np.float64(0.8))
+    tr = handlers.trace(handlers.seed(tucker.tucker_model, 0)).get_trace(x, rank=2, kernel=kern)
+    g = np.unique(x[:, 1])
+    gram = 0.8 * np.exp(-0.5 * (g[:, None] - g[None, :]) ** 2 / 0.4**2)
+    chol = np.linalg.cholesky(gram + 1e-8 * 0.8 * np.eye(len(g)))
+    # (the RBF Gram matrix is nearly singular: its Cholesky factor agrees to rounding x cond)
+    np.testing.assert_allclose(tr["u1"]["value"], chol @ np.asarray(tr["u1_white"]["value"]),
+                               rtol=1e-6, atol=1e-8)
+    tucker.FunBaT(kernel=kern, engine="nuts")          # accepted: dense Gram matrices
+
+
 def test_bad_input_raises_naming_argument():
     x = np.random.default_rng(0).uniform(size=(20, 2))
     y = np.sin(x[:, 0])
@@ -130,8 +187,12 @@ def test_bad_input_raises_naming_argument():
         fam.fit(x, ybad, key=key)
     with pytest.raises(ValueError, match="^lengthscale"):   # 3 values for 2 columns of x
         tucker.FunBaT(rank=1, lengthscale=[0.1, 0.2, 0.3]).fit(x, y, key=key)
+    with pytest.raises(ValueError, match="^kernel"):   # 3 kernels for 2 columns of x
+        tucker.FunBaT(kernel=[kernels.Matern12()] * 3).fit(x, y, key=key)
+    with pytest.raises(ValueError, match="^kernel"):   # no state-space form for CEP
+        tucker.FunBaT(kernel=kernels.RBF())
     for name, value in (("nu", 1.0), ("damping", 1.0), ("engine", "svi"),
-                        ("mode_solver", "lu")):
+                        ("mode_solver", "lu"), ("kernel", 0.3)):
         with pytest.raises(ValueError, match=f"^{name}"):
             tucker.FunBaT(**{name: value})
 

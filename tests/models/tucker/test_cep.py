@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from probkit import kernels, statespace
 from probkit.models import tucker
 from probkit.models.tucker import cep
 
@@ -19,10 +20,12 @@ def matern32(x1, x2, ls, var):
     return var * (1.0 + r) * np.exp(-r)
 
 
-def dense_posterior(grid, prec, shift, ls, var):
-    """Exact Gaussian q(u) ∝ prod_r GP(u_r) prod_i exp(-u_i'L_i u_i/2 + eta_i'u_i), dense."""
+def dense_posterior(grid, prec, shift, ls, var, gram=None):
+    """Exact Gaussian q(u) ∝ prod_r GP(u_r) prod_i exp(-u_i'L_i u_i/2 + eta_i'u_i), dense, with
+    Matern-3/2 factors or the prior covariance ``gram`` of the grid."""
     n, R = shift.shape
-    prior = np.kron(matern32(grid, grid, ls, var), np.eye(R))
+    gram = matern32(grid, grid, ls, var) if gram is None else gram
+    prior = np.kron(gram, np.eye(R))
     P = np.linalg.inv(prior)
     for i in range(n):
         P[i * R:(i + 1) * R, i * R:(i + 1) * R] += prec[i]
@@ -92,7 +95,7 @@ def random_problem(rng, K, R, sizes, n, cp):
     pos = pos[rng.permutation(n)]
     x = np.stack([grids[k][pos[:, k]] for k in range(K)], 1)
     y = rng.normal(size=n)
-    config = tucker.TuckerConfig(rank=R, num_modes=K, cp=cp, nu=1.5, damping_factors=0.0,
+    config = tucker.TuckerConfig(rank=R, num_modes=K, cp=cp, damping_factors=0.0,
                                  damping_noise=0.0, damping_core=0.0, a0=1.5, b0=0.7,
                                  core_prior_var=2.0, chunk=3)   # several chunks + padding
     data = tucker.prepare_data(x, y, config)
@@ -129,7 +132,8 @@ def test_one_epoch_equals_dense_brute_force(x64, cp, K, R, sizes):
     ls, var = np.array([0.3, 0.5, 0.2])[:K], np.array([1.0, 0.7, 1.3])[:K]
     step = jax.jit(tucker.cep_step, static_argnames="config")
     out = step(jax.tree.map(jnp.asarray, state0), jax.tree.map(jnp.asarray, data),
-               jnp.asarray(ls), jnp.asarray(var), config=config)
+               tuple(kernels.Matern32(jnp.asarray(a), jnp.asarray(b))
+                     for a, b in zip(ls, var, strict=True)), config=config)
     ew = core_pair_moments(state0.core_mean, state0.core_cov, R, K)
     ew.mean = state0.core_mean.reshape((R,) * K)
     tau = float(state0.tau)
@@ -167,13 +171,42 @@ def test_kalman_and_dense_mode_solvers_agree(x64):
     prec = jnp.asarray(B @ np.swapaxes(B, 1, 2) + 0.1 * np.eye(R))
     shift = jnp.asarray(rng.normal(size=(n, R)))
     solve = jax.jit(tucker.mode_posterior, static_argnames="config")
-    for nu in (0.5, 2.5):
+    for kernel in (kernels.Matern12, kernels.Matern52):
         out = []
         for solver in ("kalman", "dense"):
-            cfg = tucker.TuckerConfig(rank=R, num_modes=1, nu=nu, mode_solver=solver)
-            out.append(solve(grid, observed, prec, shift, 0.4, 1.3, config=cfg))
+            cfg = tucker.TuckerConfig(rank=R, num_modes=1, mode_solver=solver)
+            out.append(solve(grid, observed, prec, shift, kernel(jnp.asarray(0.4),
+                                                                  jnp.asarray(1.3)), config=cfg))
         np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["quasi-periodic", "periodic+trend", "sho", "cosine+celerite"])
+def test_seasonal_factor_kernels_match_the_dense_posterior(x64, name):
+    """A mode's factor posterior under the seasonal kernels (state-space forms of issue 16)
+    against the dense Gaussian with the exact kernel: equal up to the truncation of the
+    periodic series (its bound is 1e-8 of the variance) amplified by the messages."""
+    kern = {"quasi-periodic": kernels.Periodic(0.8, 1.2, period=0.3) * kernels.Matern32(0.9),
+            "periodic+trend": kernels.Periodic(1.0, 0.7, period=0.25) + kernels.Matern52(2.0),
+            "sho": kernels.SHO(omega0=12.0, quality=3.0, sigma=1.1),
+            "cosine+celerite": kernels.Cosine(period=0.4, variance=0.5)
+            + kernels.Celerite(a=1.0, b=0.3, c=2.0, d=5.0)}[name]
+    rng = np.random.default_rng(5)
+    n, R = 30, 2
+    grid = np.sort(rng.uniform(size=n))
+    observed = rng.uniform(size=n) < 0.8
+    B = rng.normal(size=(n, R, R))
+    prec = (B @ np.swapaxes(B, 1, 2) + 0.1 * np.eye(R)) * observed[:, None, None]
+    shift = rng.normal(size=(n, R)) * observed[:, None]
+    cfg = tucker.TuckerConfig(rank=R, num_modes=1)
+    sde = statespace.as_sde(kern)
+    m, c = jax.jit(tucker.mode_posterior, static_argnames="config")(
+        jnp.asarray(grid), jnp.asarray(observed), jnp.asarray(prec), jnp.asarray(shift), sde,
+        config=cfg)
+    dm, dc = dense_posterior(grid, prec, shift, None, None, gram=np.asarray(kern(grid, grid)))
+    tol = 1e-6 if "periodic" in name else 1e-8
+    np.testing.assert_allclose(m, dm, rtol=tol, atol=tol)
+    np.testing.assert_allclose(c, dc, rtol=tol, atol=tol)
 
 
 def test_factor_marginals_at_grid_points_and_duplicates(x64):
@@ -185,11 +218,12 @@ def test_factor_marginals_at_grid_points_and_duplicates(x64):
     B = rng.normal(size=(n, R, R))
     prec = jnp.asarray(B @ np.swapaxes(B, 1, 2) + 0.1 * np.eye(R))
     shift = jnp.asarray(rng.normal(size=(n, R)))
-    cfg = tucker.TuckerConfig(rank=R, num_modes=1, nu=1.5)
+    cfg = tucker.TuckerConfig(rank=R, num_modes=1)
     obs = jnp.ones(n, bool)
-    m, c = tucker.mode_posterior(grid, obs, prec, shift, 0.3, 1.0, cfg)
+    kern = kernels.Matern32(jnp.asarray(0.3), jnp.asarray(1.0))
+    m, c = tucker.mode_posterior(grid, obs, prec, shift, kern, cfg)
     q = jnp.asarray([grid[2], grid[5], grid[2], grid[0]])
-    qm, qc = tucker.factor_marginals(grid, obs, prec, shift, 0.3, 1.0, q, cfg)
+    qm, qc = tucker.factor_marginals(grid, obs, prec, shift, kern, q, cfg)
     np.testing.assert_allclose(qm, m[jnp.array([2, 5, 2, 0])], rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(qc, c[jnp.array([2, 5, 2, 0])], rtol=1e-7, atol=1e-10)
 
