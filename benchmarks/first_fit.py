@@ -1,5 +1,5 @@
-"""First fit in a fresh process: probkit's NUTS vs numpyro.infer.NUTS, with and without a warm
-persistent compilation cache.
+"""First fit in a fresh process: probkit's NUTS vs numpyro.infer.NUTS (and nutpie), with and
+without a warm persistent compilation cache.
 
 Each measurement is one fresh Python process that imports the sampler, fits 4 chains x
 (1000 warm-up + 1000 draws) and prints ``az.summary``: what a user pays for one fit. The
@@ -7,9 +7,15 @@ process's CPU time (user + system, children included) and wall time are read by 
 Runs are paired and interleaved: for each repeat, probkit then NumPyro, for each model and
 cache setting. The cache runs give both libraries the same JAX persistent cache settings
 (``JAX_COMPILATION_CACHE_DIR``, every program kept; one folder per library and model, filled
-by an untimed first process).
+by an untimed first process). With ``--nutpie-python`` the same models in PyMC sampled by
+nutpie (``benchmarks/nutpie_child.py``, numba backend) join the pairs: "no cache" gives it an
+empty PyTensor compile directory and numba cache per process, "warm cache" a filled one.
+``--sampling`` compares the sampling phase instead: a second fit in the same process (probkit:
+``hmc.run`` compiled by the first; nutpie: ``nutpie.sample`` again on the compiled model).
 
     python benchmarks/first_fit.py             # 3 repeats (writes results/first_fit.json)
+    python benchmarks/first_fit.py --nutpie-python /tmp/nutvenv/bin/python   # + nutpie
+    python benchmarks/first_fit.py --sampling --nutpie-python /tmp/nutvenv/bin/python
     python benchmarks/first_fit.py --repeats 1 # one pass
     python benchmarks/first_fit.py --child probkit eight_schools   # one fit, as timed
     python benchmarks/first_fit.py --breakdown  # where probkit's first fit goes (eight schools,
@@ -19,6 +25,7 @@ by an untimed first process).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -35,22 +42,30 @@ from pathlib import Path
 from _common import row, write_results
 
 MODELS = ("eight_schools", "logistic_n1000_d10")
-LIBRARIES = ("probkit", "numpyro")
+HERE = Path(__file__).parent
 
 
 def child(library: str, model_name: str) -> None:
-    """One fit, as a user would write it (imports included in the parent's timing)."""
+    """One fit, as a user would write it (imports included in the parent's timing); library
+    ``probkit-sampling``: two fits, print the seconds of the second (JSON)."""
     import arviz as az
     import jax
     from hmc import datasets
 
     model, args, kwargs = datasets()[model_name]
     key = jax.random.key(0)
-    if library == "probkit":
+    if library.startswith("probkit"):
         from probkit.inference import hmc
 
-        idata = hmc.run(model, *args, key=key, num_warmup=1000, num_samples=1000,
-                        num_chains=4, progress_bar=False, **kwargs).to_arviz()
+        fit = functools.partial(hmc.run, model, *args, num_warmup=1000, num_samples=1000,
+                                num_chains=4, progress_bar=False, **kwargs)
+        if library == "probkit-sampling":
+            fit(key=key)
+            t = time.perf_counter()
+            fit(key=jax.random.key(1))
+            print(json.dumps({"resample": time.perf_counter() - t}))
+            return
+        idata = fit(key=key).to_arviz()
     else:
         from numpyro.infer import MCMC, NUTS
 
@@ -120,21 +135,58 @@ def breakdown() -> None:
     write_results("first_fit_breakdown", rows, runs=out)
 
 
-def timed(library: str, model_name: str, cache: Path | None) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one fresh process running :func:`child`."""
+def command(library: str, model_name: str, nutpie_python: str | None,
+            sampling: bool = False) -> list[str]:
+    if library == "nutpie":
+        return [nutpie_python, str(HERE / "nutpie_child.py"),
+                "sampling" if sampling else "fit", model_name]
+    return [sys.executable, __file__, "--child",
+            f"{library}-sampling" if sampling else library, model_name]
+
+
+def timed(library: str, model_name: str, cache: Path | None,
+          nutpie_python: str | None = None) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one fresh process running :func:`child` (or nutpie's)."""
     env = dict(os.environ)
-    if cache is not None:
+    scratch = None
+    if library == "nutpie":  # PyTensor and numba always cache: "no cache" = an empty one
+        folder = cache if cache is not None else Path(tempfile.mkdtemp(prefix="nutpie-"))
+        scratch = None if cache is not None else folder
+        env["PYTENSOR_FLAGS"] = f"compiledir={folder / 'pytensor'}"
+        env["NUMBA_CACHE_DIR"] = str(folder / "numba")
+    elif cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--child", library, model_name], env=env,
-                   check=True, stdout=subprocess.DEVNULL, cwd=Path(__file__).parent)
+    subprocess.run(command(library, model_name, nutpie_python), env=env, check=True,
+                   stdout=subprocess.DEVNULL, cwd=HERE)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     return cpu, wall
+
+
+def sampling(libraries, repeats: int, nutpie_python: str | None) -> None:
+    """Sampling phase: seconds of a second fit in one process, median over ``repeats``."""
+    times: dict[tuple[str, str], list[float]] = {}
+    for rep in range(repeats):
+        for m in MODELS:
+            for lib in libraries:
+                run = subprocess.run(command(lib, m, nutpie_python, sampling=True), check=True,
+                                     capture_output=True, text=True, cwd=HERE)
+                secs = json.loads(run.stdout.strip().splitlines()[-1])["resample"]
+                times.setdefault((m, lib), []).append(secs)
+                print(f"[{rep}] {m:20s} {lib:8s} sampling phase {secs:6.2f} s", flush=True)
+    rows = []
+    for (m, lib), runs in times.items():
+        rows.append(row(m, f"{lib}-nuts", "second fit in the process",
+                        "sampling-phase wall s (median)", statistics.median(runs)))
+    write_results("first_fit_sampling", rows, repeats=repeats,
+                  runs={"|".join(k): v for k, v in times.items()})
 
 
 def main() -> None:
@@ -143,6 +195,9 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("LIBRARY", "MODEL"))
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--breakdown-child", metavar="CHAIN_METHOD")
+    parser.add_argument("--nutpie-python", metavar="PYTHON",
+                        help="an interpreter with pymc and nutpie: add nutpie to the pairs")
+    parser.add_argument("--sampling", action="store_true")
     opts = parser.parse_args()
     if opts.child:
         child(*opts.child)
@@ -153,17 +208,23 @@ def main() -> None:
     if opts.breakdown:
         breakdown()
         return
+    libraries = ("probkit", "numpyro") + (("nutpie",) if opts.nutpie_python else ())
+    if opts.sampling:
+        sampling([lib for lib in libraries if lib != "numpyro"], opts.repeats,
+                 opts.nutpie_python)
+        return
     root = Path(tempfile.mkdtemp(prefix="probkit-first-fit-"))
-    caches = {(lib, m): root / f"{lib}-{m}" for lib in LIBRARIES for m in MODELS}
+    caches = {(lib, m): root / f"{lib}-{m}" for lib in libraries for m in MODELS}
     for (lib, m), folder in caches.items():  # fill each cache once, untimed
-        timed(lib, m, folder)
+        timed(lib, m, folder, opts.nutpie_python)
     times: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for rep in range(opts.repeats):
         for m in MODELS:
             for setting in ("no cache", "warm cache"):
-                for lib in LIBRARIES:
+                for lib in libraries:
                     cache = caches[lib, m] if setting == "warm cache" else None
-                    times.setdefault((m, setting, lib), []).append(timed(lib, m, cache))
+                    times.setdefault((m, setting, lib), []).append(
+                        timed(lib, m, cache, opts.nutpie_python))
                     cpu, wall = times[m, setting, lib][-1]
                     print(f"[{rep}] {m:20s} {setting:10s} {lib:8s} cpu {cpu:6.1f} s  "
                           f"wall {wall:6.1f} s", flush=True)
@@ -172,14 +233,15 @@ def main() -> None:
     for (m, setting, lib), runs in times.items():
         cpu = statistics.median(c for c, _ in runs)
         wall = statistics.median(w for _, w in runs)
-        method = "probkit-nuts" if lib == "probkit" else "numpyro-nuts"
-        rows.append(row(m, method, setting, "first-fit CPU s (median)", cpu, seconds=wall))
+        rows.append(row(m, f"{lib}-nuts", setting, "first-fit CPU s (median)", cpu,
+                        seconds=wall))
     for m in MODELS:
         for setting in ("no cache", "warm cache"):
-            ratio = (statistics.median(c for c, _ in times[m, setting, "probkit"])
-                     / statistics.median(c for c, _ in times[m, setting, "numpyro"]))
-            rows.append(row(m, "probkit/numpyro", setting, "first-fit CPU ratio", ratio))
-            print(f"{m:20s} {setting:10s} probkit/numpyro CPU ratio {ratio:.2f}")
+            for other in libraries[1:]:
+                ratio = (statistics.median(c for c, _ in times[m, setting, "probkit"])
+                         / statistics.median(c for c, _ in times[m, setting, other]))
+                rows.append(row(m, f"probkit/{other}", setting, "first-fit CPU ratio", ratio))
+                print(f"{m:20s} {setting:10s} probkit/{other} CPU ratio {ratio:.2f}")
     write_results("first_fit", rows, repeats=opts.repeats,
                   runs={"|".join(k): v for k, v in times.items()})
 

@@ -252,6 +252,7 @@ CASES = [
     ("hmc-mams-scalar-latent", lambda: _hmc(sampler="mams"), "sampler"),
     ("hmc-kernel-sampler-unknown", lambda: hmc.BlackJAXKernel(_normal_mean, sampler="mala"),
      "sampler"),
+    ("hmc-pathfinder-not-bool", lambda: _hmc(pathfinder="yes"), "pathfinder"),
     # --- probkit.enable_compilation_cache
     ("cache-min_compile_time-negative",
      lambda: probkit.enable_compilation_cache(min_compile_time_secs=-1.0),

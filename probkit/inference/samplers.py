@@ -32,6 +32,14 @@ Every sampler records ``n_grad``, the gradient evaluations spent on each kept dr
 McLachlan integrator of MAMS and MCLMC costs two per step, leapfrog one), so ESS per
 gradient can be compared across samplers.
 
+``pathfinder=True`` starts each chain from Pathfinder (Zhang, Carpenter, Gelman & Vehtari
+2022, JMLR 23(306), arXiv:2108.03782): an L-BFGS path from the initial point, a normal
+approximation at every iterate from the L-BFGS inverse-Hessian factors, and the iterate whose
+approximation has the largest ELBO; the chain starts from a draw of that approximation and
+NUTS/HMC start their warm-up from its inverse Hessian :math:`\operatorname{diag}(\alpha) +
+\beta\gamma\beta^\top` (its diagonal unless ``dense_mass``) instead of the identity
+(:func:`pathfinder_start`; BlackJAX's ``blackjax.vi.pathfinder``).
+
 Examples
 --------
 >>> import jax, jax.numpy as jnp
@@ -63,6 +71,8 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.mcmc import adjusted_mclmc_dynamic, mclmc
 from blackjax.mcmc.integrators import isokinetic_mclachlan
 from blackjax.util import pytree_size
+from blackjax.vi import pathfinder as _pathfinder
+from jax.flatten_util import ravel_pytree
 
 from probkit._checks import check_positive_int
 from probkit.inference.progress import progress_tick
@@ -76,6 +86,7 @@ __all__ = [
     "check_dimension",
     "metropolis_stats",
     "metropolis_transition",
+    "pathfinder_start",
     "sample_chain",
     "sampler_options",
     "transition",
@@ -99,6 +110,11 @@ _GRADS_PER_STEP = {"nuts": 1, "hmc": 1, "mams": 2, "mclmc": 2}
 _MAMS_FRACS = (0.3, 0.4)
 _MCLMC_FRACS = (0.4, 0.3, 0.2)
 
+# Pathfinder's settings: L-BFGS iterations and history, and draws per ELBO estimate (Stan's
+# defaults are 5 and 25 for the last two; fewer iterations than Stan's 1000 because only a
+# starting point is wanted and every iterate's ELBO is computed).
+_PATHFINDER = {"maxiter": 50, "maxcor": 5, "num_samples": 25}
+
 
 class SamplerOptions(NamedTuple):
     """Validated settings of one sampler (see :func:`sampler_options`)."""
@@ -109,6 +125,7 @@ class SamplerOptions(NamedTuple):
     max_tree_depth: int | None
     num_integration_steps: int | None
     desired_energy_var: float | None
+    pathfinder: bool = False
 
 
 class ChainDraws(NamedTuple):
@@ -137,17 +154,21 @@ class Tuned(NamedTuple):
 
     ``trajectory_length`` is :math:`L` for MAMS/MCLMC, ``step_size * num_integration_steps``
     for static HMC and NaN for NUTS (whose trajectories are built on the fly).
+    ``warmup_n_grad`` counts the gradient evaluations the warm-up spent (BlackJAX's tuners
+    report their integrator steps for MAMS/MCLMC), so the whole run's cost is known.
     """
 
     step_size: jax.Array
     inverse_mass_matrix: jax.Array
     trajectory_length: jax.Array
+    warmup_n_grad: jax.Array
 
 
 def sampler_options(sampler: str = "nuts", *, dense_mass: bool = False,
                     target_accept: float | None = None, max_tree_depth: int | None = None,
                     num_integration_steps: int | None = None,
-                    desired_energy_var: float | None = None) -> SamplerOptions:
+                    desired_energy_var: float | None = None,
+                    pathfinder: bool = False) -> SamplerOptions:
     """Check a sampler name and its options, and fill in the sampler's defaults.
 
     Options that a sampler does not have are refused rather than ignored: ``max_tree_depth``
@@ -163,6 +184,8 @@ def sampler_options(sampler: str = "nuts", *, dense_mass: bool = False,
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: expected one of {SAMPLERS}, got {sampler!r}")
+    if not isinstance(pathfinder, bool | np.bool_):
+        raise ValueError(f"pathfinder: expected True or False, got {pathfinder!r}")
     given = {"max_tree_depth": max_tree_depth, "num_integration_steps": num_integration_steps,
              "desired_energy_var": desired_energy_var, "target_accept": target_accept}
     owners = {"max_tree_depth": ("nuts",), "num_integration_steps": ("hmc",),
@@ -191,7 +214,7 @@ def sampler_options(sampler: str = "nuts", *, dense_mass: bool = False,
         if not desired_energy_var > 0.0:
             raise ValueError(f"desired_energy_var: must be positive, got {desired_energy_var}")
     return SamplerOptions(sampler, bool(dense_mass), target_accept, max_tree_depth,
-                          num_integration_steps, desired_energy_var)
+                          num_integration_steps, desired_energy_var, bool(pathfinder))
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,13 +250,46 @@ def _adaptation_fns(dense_mass: bool, target_accept: float):
 
 
 def window_adaptation_init(position, *, dense_mass: bool = False, target_accept: float = 0.8,
-                           initial_step_size: float = 1.0) -> AdaptationState:
-    """Initial adaptation state for a position pytree (identity mass matrix)."""
+                           initial_step_size: float = 1.0,
+                           inverse_mass_matrix=None) -> AdaptationState:
+    """Initial adaptation state for a position pytree (identity mass matrix unless
+    ``inverse_mass_matrix``, shape ``(d,)`` or ``(d, d)`` as ``dense_mass``, is given)."""
     (mm_init, _, _), (da_init, _, _) = _adaptation_fns(dense_mass, target_accept)
     mm_state = mm_init(pytree_size(position))
+    if inverse_mass_matrix is not None:
+        mm_state = mm_state._replace(inverse_mass_matrix=jnp.asarray(
+            inverse_mass_matrix, mm_state.inverse_mass_matrix.dtype))
     return AdaptationState(da_init(initial_step_size), mm_state,
                            jnp.asarray(initial_step_size, dtype=jnp.result_type(float)),
                            mm_state.inverse_mass_matrix)
+
+
+def pathfinder_start(key: jax.Array, position, logdensity_fn: Callable, *,
+                     dense_mass: bool = False):
+    """A starting point and inverse mass matrix from Pathfinder (see the module docstring).
+
+    Returns ``(position, inverse_mass_matrix)``: a draw from the best Pathfinder approximation
+    and its inverse Hessian (``(d,)`` diagonal, or ``(d, d)`` with ``dense_mass``). Where
+    Pathfinder fails (no finite ELBO, a non-finite draw or log density, a non-positive
+    diagonal) it returns ``position`` and the identity, so a chain never starts worse than
+    without it. Pure and jittable.
+    """
+    k_fit, k_draw = jax.random.split(key)
+    state, _ = _pathfinder.approximate(k_fit, logdensity_fn, position, **_PATHFINDER)
+    draw, _ = _pathfinder.sample(k_draw, state)
+    alpha, beta, gamma = state.alpha, state.beta, state.gamma
+    if dense_mass:
+        imm = jnp.diag(alpha) + beta @ gamma @ beta.T
+        diag = jnp.diag(imm)
+        identity = jnp.eye(alpha.shape[0], dtype=alpha.dtype)
+    else:
+        imm = alpha + jnp.einsum("ij,jk,ik->i", beta, gamma, beta)
+        diag, identity = imm, jnp.ones_like(alpha)
+    flat_draw = ravel_pytree(draw)[0]
+    ok = (jnp.isfinite(state.elbo) & jnp.all(jnp.isfinite(flat_draw))
+          & jnp.isfinite(logdensity_fn(draw)) & jnp.all(jnp.isfinite(imm)) & jnp.all(diag > 0))
+    start = jax.tree.map(lambda a, b: jnp.where(ok, a, b), draw, position)
+    return start, jnp.where(ok, imm, identity)
 
 
 def window_adaptation_update(state: AdaptationState, stage: jax.Array, window_end: jax.Array,
@@ -315,10 +371,11 @@ def _mams_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup:
     key_init, key_tune = jax.random.split(key)
     state = adjusted_mclmc_dynamic.init(position, logdensity_fn, key_init)
     f1, f2 = _MAMS_FRACS if num_warmup else (0.0, 0.0)
-    state, params, _ = adjusted_mclmc_find_L_and_step_size(
+    state, params, steps = adjusted_mclmc_find_L_and_step_size(
         _mams_kernel(), logdensity_fn, max(num_warmup, 1), state, key_tune,
         opts.target_accept, frac_tune1=f1, frac_tune2=f2, diagonal_preconditioning=True)
-    return state, Tuned(params.step_size, params.inverse_mass_matrix, params.L)
+    return state, Tuned(params.step_size, params.inverse_mass_matrix, params.L,
+                        _warmup_grads(steps, "mams"))
 
 
 def _mclmc_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int):
@@ -327,14 +384,21 @@ def _mclmc_warmup(key, position, logdensity_fn, opts: SamplerOptions, num_warmup
     state = mclmc.init(position, logdensity_fn, key_init)
     if num_warmup > 0:
         f1, f2, f3 = _MCLMC_FRACS
-        state, params, _ = mclmc_find_L_and_step_size(
+        state, params, steps = mclmc_find_L_and_step_size(
             _mclmc_kernel(opts), num_warmup, state, key_tune, logdensity_fn=logdensity_fn,
             frac_tune1=f1, frac_tune2=f2, frac_tune3=f3,
             desired_energy_var=opts.desired_energy_var, diagonal_preconditioning=True)
     else:  # BlackJAX's starting values
         dim = pytree_size(position)
         params = MCLMCAdaptationState(jnp.sqrt(dim), jnp.sqrt(dim) * 0.25, jnp.ones(dim))
-    return state, Tuned(params.step_size, params.inverse_mass_matrix, params.L)
+        steps = 0
+    return state, Tuned(params.step_size, params.inverse_mass_matrix, params.L,
+                        _warmup_grads(steps, "mclmc"))
+
+
+def _warmup_grads(integrator_steps, sampler: str) -> jax.Array:
+    """Gradient evaluations of ``integrator_steps`` steps of ``sampler``'s integrator."""
+    return jnp.asarray(integrator_steps, jnp.int32) * _GRADS_PER_STEP[sampler]
 
 
 _WARMUPS: dict[str, Callable] = {"mams": _mams_warmup, "mclmc": _mclmc_warmup}
@@ -423,7 +487,7 @@ def windowed_transition(opts: SamplerOptions, logdensity_fn: Callable, key, stat
 
 def _windowed_chain(key, position, logdensity_fn, opts: SamplerOptions, num_warmup: int,
                     num_samples: int, thinning: int, progress_rate: int | None,
-                    progress_offset):
+                    progress_offset, inverse_mass_matrix=None):
     """NUTS/HMC: warm-up and sampling in one loop of :func:`windowed_transition`, so the
     transition is traced and compiled once (a warm-up loop followed by a sampling loop would
     compile it twice).
@@ -441,13 +505,15 @@ def _windowed_chain(key, position, logdensity_fn, opts: SamplerOptions, num_warm
 
     state = blackjax.hmc.init(position, logdensity_fn)
     adapt = window_adaptation_init(position, dense_mass=opts.dense_mass,
-                                   target_accept=opts.target_accept)
+                                   target_accept=opts.target_accept,
+                                   inverse_mass_matrix=inverse_mass_matrix)
     like = jax.eval_shape(lambda: moved(state, adapt, 0)[2])
     buffers = jax.tree.map(lambda a: jnp.zeros((n_keep, *a.shape), a.dtype), like)
 
     def body(carry, i):
-        st, ad, bufs, grads = carry
+        st, ad, bufs, grads, warm_grads = carry
         st, ad, draw = moved(st, ad, i)
+        warm_grads = warm_grads + jnp.where(i < num_warmup, draw.stats["n_grad"], 0)
         grads = grads + draw.stats["n_grad"]
         j = i - num_warmup
         keep = (j >= 0) & ((j + 1) % thinning == 0)
@@ -458,15 +524,15 @@ def _windowed_chain(key, position, logdensity_fn, opts: SamplerOptions, num_warm
         grads = jnp.where(keep | (i < num_warmup), 0, grads)
         if progress_rate:
             progress_tick(i, progress_rate, progress_offset)
-        return (st, ad, bufs, grads), None
+        return (st, ad, bufs, grads, warm_grads), None
 
     grads0 = jnp.zeros((), buffers.stats["n_grad"].dtype)
-    (_, adapt, draws, _), _ = jax.lax.scan(body, (state, adapt, buffers, grads0),
-                                           jnp.arange(total))
+    (_, adapt, draws, _, warm_grads), _ = jax.lax.scan(
+        body, (state, adapt, buffers, grads0, grads0), jnp.arange(total))
     step_size = jnp.exp(adapt.da_state.log_step_size_avg) if num_warmup else adapt.step_size
     length = step_size * opts.num_integration_steps if opts.sampler == "hmc" \
         else jnp.full_like(step_size, jnp.nan)
-    return draws, Tuned(step_size, adapt.inverse_mass_matrix, length)
+    return draws, Tuned(step_size, adapt.inverse_mass_matrix, length, warm_grads)
 
 
 def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmup: int,
@@ -497,7 +563,7 @@ def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmu
     **options
         The sampler's options, checked by :func:`sampler_options` (``dense_mass``,
         ``target_accept``, ``max_tree_depth``, ``num_integration_steps``,
-        ``desired_energy_var``).
+        ``desired_energy_var``, ``pathfinder``).
 
     Returns
     -------
@@ -509,14 +575,20 @@ def sample_chain(key: jax.Array, position, logdensity_fn: Callable, *, num_warmu
     opts = sampler if isinstance(sampler, SamplerOptions) else sampler_options(sampler,
                                                                                 **options)
     check_dimension(opts, position)
+    imm = None
+    if opts.pathfinder:
+        key, key_start = jax.random.split(key)
+        position, imm = pathfinder_start(key_start, position, logdensity_fn,
+                                         dense_mass=opts.dense_mass)
     if opts.sampler in ("nuts", "hmc"):
         return _windowed_chain(key, position, logdensity_fn, opts, num_warmup, num_samples,
-                               thinning, progress_rate, progress_offset)
+                               thinning, progress_rate, progress_offset, imm)
     key_warm, key_sample = jax.random.split(key)
     state, tuned = warmup(key_warm, position, logdensity_fn, opts, num_warmup)
     if progress_rate and num_warmup:  # BlackJAX's tuner is one call: the bar jumps past it
         progress_tick(jnp.asarray(num_warmup - 1), 1, progress_offset)
-    step = transition(opts, logdensity_fn, *tuned)
+    step = transition(opts, logdensity_fn, tuned.step_size, tuned.inverse_mass_matrix,
+                      tuned.trajectory_length)
 
     def one_draw(st, xs):
         i, k = xs

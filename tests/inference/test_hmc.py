@@ -43,6 +43,8 @@ def test_conjugate_normal_within_4_mcse():
     draws = res.posterior["mu"]
     assert abs(draws.mean() - post_mean) < 4 * mcse_mean
     assert abs(draws.std() - post_sd) < 4 * mcse_sd
+    # every NUTS transition costs at least one gradient, warm-up included
+    assert res.attrs["warmup_n_grad"] >= KW["num_warmup"] * KW["num_chains"]
 
 
 def test_linear_regression_recovers_coefficients():
