@@ -1,4 +1,4 @@
-r"""Exact Gaussian-process regression with marginal-likelihood (type-II MAP) hyperparameters.
+r"""Exact Gaussian-process regression: type-II MAP hyperparameters, or their posterior by NUTS.
 
 The exact GP family of probkit: the BO default surrogate and the DKF's GP learner.
 
@@ -23,6 +23,14 @@ type-II maximum likelihood.
 The posterior at new points is :math:`\mu_* = m + K_{*x} K_y^{-1} r`,
 :math:`\Sigma_* = K_{**} - K_{*x} K_y^{-1} K_{x*}` (latent :math:`f`: ``posterior``); the
 predictive of :math:`y` adds :math:`\sigma_n^2 I` (``predict``).
+
+**Fully Bayesian** (``engine="nuts"``): the same priors and marginal likelihood as a NumPyro
+model (:func:`gp_model`) sampled by NUTS (:func:`probkit.inference.hmc.run`), and the posterior
+at new points the equally weighted mixture over ``max_draws`` evenly thinned draws
+:math:`\phi_s` of the exact GP posteriors, :math:`\frac1S\sum_s N(\mu_*(\phi_s),
+\sigma^2_*(\phi_s))` (marginals; the approach of BoTorch's fully Bayesian GPs, Eriksson &
+Jankowiak 2021), which integrates over the hyperparameter uncertainty that MAP ignores on small
+data.
 
 **Compile once.** Data are padded to a *capacity* (a power of two >= 32, or the ``capacity``
 argument): padded rows get an identity block in :math:`K_y` and zero residual, which leaves the
@@ -55,6 +63,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import optax
 from jax import Array
 
@@ -67,11 +77,11 @@ from probkit._checks import (
 )
 from probkit.kernels import RBF, Matern12, Matern32, Matern52
 from probkit.models.base import Family, Fitted, check_inputs
-from probkit.posterior import Gaussian, export
-from probkit.special import normal_logpdf
+from probkit.posterior import Gaussian, Mixture, export
 
-__all__ = ["GP", "GPParams", "GPData", "GPFitted", "KERNELS", "pad_data", "log_marginal_likelihood",
-           "log_prior", "fit_params", "condition"]
+__all__ = ["GP", "GPParams", "GPData", "GPFitted", "GPMixtureFitted", "KERNELS", "pad_data",
+           "log_marginal_likelihood", "log_prior", "prior", "gp_model", "fit_params",
+           "condition"]
 
 #: Kernel names accepted by :class:`GP`.
 KERNELS = {"rbf": RBF, "matern12": Matern12, "matern32": Matern32, "matern52": Matern52}
@@ -153,14 +163,40 @@ def log_marginal_likelihood(params: GPParams, data: GPData, kernel_cls=Matern52,
     return -0.5 * a @ a - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * n * math.log(2 * math.pi)
 
 
+def prior(d: int) -> GPParams:
+    """The weak hyperpriors for unit-cube inputs and standardised outputs (module docstring), one
+    NumPyro distribution per field of :class:`GPParams`."""
+    return GPParams(dist.Normal(math.sqrt(2) + 0.5 * math.log(d), math.sqrt(3)).expand([d])
+                    .to_event(1), dist.Normal(0.0, 1.5), dist.Normal(-8.0, 2.0),
+                    dist.Normal(0.0, 1.0))
+
+
 def log_prior(params: GPParams) -> Array:
-    """Weak hyperpriors for unit-cube inputs and standardised outputs (see the module docstring)."""
-    d = params.log_lengthscale.shape[-1]
-    lp = jnp.sum(normal_logpdf(params.log_lengthscale, math.sqrt(2) + 0.5 * math.log(d),
-                                math.sqrt(3)))
-    lp += normal_logpdf(params.log_variance, 0.0, 1.5)
-    lp += normal_logpdf(params.log_noise, -8.0, 2.0)
-    return lp + normal_logpdf(params.mean, 0.0, 1.0)
+    """Log density of :func:`prior` at ``params``."""
+    dists = prior(params.log_lengthscale.shape[-1])
+    return sum(d.log_prob(v) for d, v in zip(dists, params, strict=True))
+
+
+def gp_model(data: GPData, kernel_cls=Matern52, noise_floor: float = 1e-6) -> None:
+    """The hyperparameter posterior as a NumPyro model (engine ``"nuts"``): the sites of
+    :class:`GPParams` under :func:`prior` and the exact marginal likelihood of the (padded)
+    ``data`` as a factor.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from numpyro import handlers
+    >>> from probkit.models.gp import gp_model, pad_data
+    >>> data = pad_data(np.linspace(0, 1, 5)[:, None], np.sin(np.linspace(0, 3, 5)))
+    >>> tr = handlers.trace(handlers.seed(gp_model, 0)).get_trace(data)
+    >>> sorted(tr)
+    ['log_lengthscale', 'log_noise', 'log_variance', 'marginal_likelihood', 'mean']
+    """
+    dists = prior(data.x.shape[1])
+    params = GPParams(*(numpyro.sample(name, d) for name, d in zip(GPParams._fields, dists,
+                                                                    strict=True)))
+    numpyro.factor("marginal_likelihood",
+                   log_marginal_likelihood(params, data, kernel_cls, noise_floor))
 
 
 def _initial_params(key: Array, d: int, num_restarts: int, y_mean: Array,
@@ -290,6 +326,71 @@ class GPFitted(Fitted):
         return {"f": np.asarray(f)}
 
 
+class GPMixtureFitted(Fitted):
+    """An exact GP with NUTS draws of its hyperparameters (engine ``"nuts"``): ``components``
+    is a :class:`GPFitted` whose every array has a leading draw axis ``S``; ``posterior(x)`` and
+    ``predict(x)`` are the equally weighted :class:`~probkit.posterior.Mixture` of the draws'
+    exact GP marginals (their exact log-EI is
+    :meth:`~probkit.posterior.Mixture.log_expected_improvement`)."""
+
+    components: GPFitted
+    num_divergent: Array
+
+    def _marginals(self, x):
+        """Per-draw means, latent variances ``(S, q)`` and noise variances ``(S,)``."""
+        with jax.enable_x64(True):
+            if not isinstance(x, jax.core.Tracer):
+                x = check_inputs("x", x, self.components.x.shape[-1])
+            x = jnp.asarray(x, dtype=jnp.float64)
+
+            def one(c: GPFitted):
+                kern = c.kernel
+                ks = jnp.where(c.mask[None, :], kern(x, c.x), 0.0)
+                v = jsl.solve_triangular(c.chol, ks.T, lower=True)
+                var = jnp.maximum(kern.diag(x) - jnp.sum(v * v, axis=0), 0.0)
+                return c.params.mean + ks @ c.alpha, var, c.noise
+
+            return jax.vmap(one)(self.components)
+
+    def posterior(self, x) -> Mixture:
+        """Posterior of the latent function at ``x`` ``(q, d)``: one GP per draw."""
+        mean, var, _ = self._marginals(x)
+        with jax.enable_x64(True):
+            return Mixture(mean, jnp.sqrt(var))
+
+    def predict(self, x) -> Mixture:
+        """Predictive of ``y`` at ``x``: each draw's posterior plus its noise variance."""
+        mean, var, noise = self._marginals(x)
+        with jax.enable_x64(True):
+            return Mixture(mean, jnp.sqrt(var + noise[:, None]))
+
+    @property
+    def noise_variance(self) -> np.ndarray:
+        """Posterior mean of the noise variance (NumPy float64)."""
+        with jax.enable_x64(True):
+            return np.asarray(jnp.mean(jax.vmap(lambda c: c.noise)(self.components)))
+
+    def observed(self) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.asarray(self.components.mask[0])
+        return np.asarray(self.components.x[0])[mask], np.asarray(self.components.y[0])[mask]
+
+    def _posterior_draws(self, key, num_samples: int) -> dict[str, np.ndarray]:
+        """Hyperparameters of ``num_samples`` draws (with replacement) and, for each, ``f`` at
+        the training inputs from that draw's exact GP posterior."""
+        x, _ = self.observed()
+        total = self.components.alpha.shape[0]
+        k_idx, k_f = jax.random.split(key)
+        idx = np.asarray(jax.random.randint(k_idx, (num_samples,), 0, total))
+        pick = jax.tree.map(lambda a: a[idx], self.components)
+        with jax.enable_x64(True):
+            f = jax.vmap(lambda c, k: c.posterior(x).sample(k))(
+                pick, jax.random.split(k_f, num_samples))
+            return {"f": np.asarray(f), "noise": np.asarray(jax.vmap(lambda c: c.noise)(pick)),
+                    "lengthscale": np.asarray(jnp.exp(pick.params.log_lengthscale)),
+                    "variance": np.asarray(jnp.exp(pick.params.log_variance)),
+                    "mean": np.asarray(pick.params.mean)}
+
+
 def condition(params: GPParams, data: GPData, kernel_cls=Matern52,
               noise_floor: float = 1e-6) -> GPFitted:
     """Cholesky factor and weights :math:`K_y^{-1} r` for given hyperparameters (pure)."""
@@ -385,8 +486,14 @@ class GP(Family):
     capacity : int, optional
         Pad data to this many rows (one compile while ``n <= capacity``); default: the next power
         of two >= 32.
-    engine : {"map"}
-        Type-II MAP hyperparameters (the one engine today).
+    engine : {"map", "nuts"}
+        Type-II MAP hyperparameters (:class:`GPFitted`), or NUTS draws of them under the same
+        priors (:class:`GPMixtureFitted`; ``priors`` must be on).
+    num_warmup, num_samples, num_chains : int
+        NUTS settings (engine ``"nuts"``; defaults 500, 500, 2).
+    max_draws : int
+        Draws kept for prediction, evenly thinned (engine ``"nuts"``; default 32: each costs a
+        Cholesky factor of the padded data in memory and a triangular solve per prediction).
     optimizer : {"scipy", "optax"}
         ``"scipy"`` (default): L-BFGS-B from :func:`scipy.optimize.minimize` on the jitted loss and
         gradient, starts one after the other (fast on CPU: few loss evaluations).
@@ -395,7 +502,9 @@ class GP(Family):
     """
 
     name = "gp"
-    engines = {"map": "type-II MAP hyperparameters (L-BFGS), exact posterior"}
+    engines = {"map": "type-II MAP hyperparameters (L-BFGS), exact posterior",
+               "nuts": "NUTS over the hyperparameters (probkit.inference.hmc), a mixture of "
+                       "exact GP posteriors"}
 
     kernel: str = eqx.field(static=True, default="matern52")
     num_restarts: int = eqx.field(static=True, default=2)
@@ -406,6 +515,10 @@ class GP(Family):
     capacity: int | None = eqx.field(static=True, default=None)
     optimizer: str = eqx.field(static=True, default="scipy")
     engine: str = eqx.field(static=True, default="map")
+    num_warmup: int = eqx.field(static=True, default=500)
+    num_samples: int = eqx.field(static=True, default=500)
+    num_chains: int = eqx.field(static=True, default=2)
+    max_draws: int = eqx.field(static=True, default=32)
 
     def __check_init__(self):
         check_choice("optimizer", self.optimizer, ("scipy", "optax"))
@@ -417,17 +530,25 @@ class GP(Family):
             check_positive("noise_init", self.noise_init)
         if self.capacity is not None:
             check_positive_int("capacity", self.capacity)
+        check_positive_int("num_warmup", self.num_warmup, minimum=0)
+        for name in ("num_samples", "num_chains", "max_draws"):
+            check_positive_int(name, getattr(self, name))
+        if self.engine == "nuts" and not self.priors:
+            raise ValueError("priors: engine 'nuts' samples the hyperparameters under the "
+                             "priors; priors=False (maximum likelihood) has no posterior")
 
-    def fit(self, x, y, *, key, progress_bar: bool = True) -> GPFitted:
+    def fit(self, x, y, *, key, progress_bar: bool = True) -> GPFitted | GPMixtureFitted:
         """Fit the hyperparameters to ``x`` ``(n, d)``, ``y`` ``(n,)`` and condition on the data.
 
-        ``progress_bar`` is accepted for the family contract; a GP fit takes well under a second
-        at the sizes an exact GP serves, so it shows none."""
+        ``progress_bar``: the NUTS engine's bar; a MAP fit takes well under a second at the
+        sizes an exact GP serves, so it shows none."""
         key = check_key("key", key)
         x, y = check_regression_data(x, y)
         with jax.enable_x64(True):
             data = pad_data(x, y, self.capacity)
             kernel_cls = KERNELS[self.kernel]
+            if self.engine == "nuts":
+                return self._fit_nuts(data, kernel_cls, key, progress_bar)
             log_noise0 = -8.0 if self.noise_init is None else math.log(self.noise_init)
             if self.optimizer == "optax":
                 return _fit_and_condition(data, key, kernel_cls, self.num_restarts,
@@ -436,3 +557,25 @@ class GP(Family):
             params = _fit_scipy(data, key, kernel_cls, self.num_restarts, self.num_steps,
                                 self.priors, self.noise_floor, log_noise0)
             return _condition_jit(params, data, kernel_cls, self.noise_floor)
+
+    def _fit_nuts(self, data: GPData, kernel_cls, key, progress_bar: bool) -> GPMixtureFitted:
+        from probkit.inference import hmc
+
+        res = hmc.run(gp_model, data, kernel_cls=kernel_cls, noise_floor=self.noise_floor,
+                      key=key, num_warmup=self.num_warmup, num_samples=self.num_samples,
+                      num_chains=self.num_chains, log_likelihood=False,
+                      progress_bar=progress_bar)
+        total = self.num_chains * self.num_samples
+        keep = np.linspace(0, total - 1, min(self.max_draws, total)).round().astype(int)
+        draws = GPParams(*(jnp.asarray(res.posterior[name]).reshape(total, -1)[keep]
+                           for name in GPParams._fields))
+        draws = draws._replace(log_variance=draws.log_variance[:, 0],
+                               log_noise=draws.log_noise[:, 0], mean=draws.mean[:, 0])
+        components = _condition_draws(draws, data, kernel_cls, self.noise_floor)
+        return GPMixtureFitted(components,
+                               jnp.asarray(int(np.sum(res.sample_stats["diverging"]))))
+
+
+@eqx.filter_jit
+def _condition_draws(draws, data, kernel_cls, noise_floor):
+    return jax.vmap(lambda p: condition(p, data, kernel_cls, noise_floor))(draws)
