@@ -43,6 +43,7 @@ import numpyro.distributions as dist
 from jax import Array
 from numpyro.infer import Predictive
 
+from probkit import draws
 from probkit._checks import (
     as_array,
     check_finite,
@@ -128,8 +129,10 @@ def _check_x(x, input_dim: int) -> None:
 
 
 def _draw(value: Hyper, key: Array, shape: tuple[int, ...]) -> Array:
+    """A hyperparameter: a fixed value broadcast to ``shape``, or draws of a hyperprior (Gamma
+    and inverse-Gamma ones without a rejection loop, :func:`probkit.draws.sample`)."""
     if isinstance(value, dist.Distribution):
-        return value.sample(key, shape) if shape else value.sample(key)
+        return draws.sample(value, key, shape)
     return jnp.full(shape, value) if shape else jnp.asarray(value)
 
 
@@ -277,8 +280,8 @@ class GPPrior(_Sampler):
         cov = cov + (params["noise"] + _jitter(params)) * jnp.eye(n, dtype=cov.dtype)
         y = jnp.linalg.cholesky(cov) @ jax.random.normal(kz, (n,), dtype=cov.dtype)
         if self.student_t_df is not None:
-            y = y + params["student_t_scale"] * jax.random.t(kt, self.student_t_df, (n,),
-                                                              dtype=cov.dtype)
+            y = y + params["student_t_scale"] * draws.student_t(kt, self.student_t_df, (n,),
+                                                                 dtype=cov.dtype)
         return y, params
 
     def predictive(self, x_train: Array, y_train: Array, x_test: Array,
