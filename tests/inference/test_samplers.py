@@ -92,18 +92,19 @@ def test_pathfinder_start_recovers_a_gaussian_and_falls_back_where_it_fails():
 @pytest.mark.parametrize("sampler", ["nuts", "mams"])
 def test_pathfinder_start_keeps_the_posterior(sampler):
     """Chains started by Pathfinder still sample the conjugate posterior (within 4 MCSE) and
-    reproduce with the same key, in hmc.run and as a NumPyro kernel."""
+    reproduce with the same key, in hmc.run and (NUTS) as a NumPyro kernel."""
     kw = {"sampler": sampler, "num_warmup": 200, "num_samples": 1000, "num_chains": 2,
           "progress_bar": False, "pathfinder": True}
     res = hmc.run(conjugate, y=Y, key=jax.random.key(0), **kw)
     assert_within_4_mcse(res.to_arviz(), res.posterior["mu"])
     again = hmc.run(conjugate, y=Y, key=jax.random.key(0), **kw)
     np.testing.assert_array_equal(again.posterior["mu"], res.posterior["mu"])
-    kernel = hmc.BlackJAXKernel(conjugate, sampler=sampler, pathfinder=True)
-    mcmc = MCMC(kernel, num_warmup=200, num_samples=1000, num_chains=2,
-                chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.key(3), y=Y)
-    assert_within_4_mcse(az.from_numpyro(mcmc), mcmc.get_samples(group_by_chain=True)["mu"])
+    if sampler == "nuts":  # the kernel's own start (the same function; one sampler suffices)
+        kernel = hmc.BlackJAXKernel(conjugate, sampler=sampler, pathfinder=True)
+        mcmc = MCMC(kernel, num_warmup=200, num_samples=1000, num_chains=2,
+                    chain_method="vectorized", progress_bar=False)
+        mcmc.run(jax.random.key(3), y=Y)
+        assert_within_4_mcse(az.from_numpyro(mcmc), mcmc.get_samples(group_by_chain=True)["mu"])
 
 
 @pytest.mark.parametrize("sampler", ["nuts", "hmc", "mams", "mclmc"])
