@@ -45,7 +45,7 @@ from jax import Array
 from jax.scipy.special import ndtr, ndtri
 from numpyro.distributions import constraints
 
-from probkit.special import log_h, logmeanexp, normal_logpdf
+from probkit.special import log_ei, logmeanexp, normal_logpdf
 
 __all__ = ["Predictive", "Gaussian", "Mixture", "Empirical", "export"]
 
@@ -280,12 +280,12 @@ class Mixture(Predictive):
     def log_expected_improvement(self, best) -> Array:
         r"""Exact log expected improvement below ``best`` at each point,
         :math:`\log \frac1K \sum_k \sigma_k h((\text{best} - \mu_k)/\sigma_k)` with
-        :math:`h(z) = \varphi(z) + z\Phi(z)` in log space (:func:`probkit.special.log_h`):
+        :math:`h(z) = \varphi(z) + z\Phi(z)` (each term by :func:`probkit.special.log_ei`):
         the improvement averaged over the components (one per posterior draw), not the
         Gaussian of the mixture's mean and variance. Used by :class:`probkit.bo.LogEI`."""
         best = jnp.asarray(best, self.loc.dtype)
         scale = jnp.maximum(self.scale, jnp.finfo(self.loc.dtype).tiny ** 0.25)
-        return logmeanexp(log_h((best - self.loc) / scale) + jnp.log(scale), axis=0)
+        return logmeanexp(log_ei(self.loc, scale**2, best), axis=0)
 
     @_numerics
     def sample(self, key, sample_shape=()) -> Array:

@@ -4,6 +4,7 @@ r"""Numerically stable special functions shared across floors.
   improvement of a standard normal (:math:`E[(Z + z)_+] = h(z)`), in the three-branch form of
   Ament et al. (2023, "Unexpected improvements to expected improvement for Bayesian
   optimization", NeurIPS, eq. 9); finite with useful gradients where :math:`h` underflows.
+* :func:`log_ei` — log expected improvement of a normal, from :func:`log_h`.
 * :func:`log1mexp` — :math:`\log(1 - e^a)` for :math:`a < 0` (Mächler 2012).
 * :func:`normal_logpdf` — :math:`\log N(y; \mu, \sigma^2)`, elementwise;
 * :func:`logmeanexp` — :math:`\log \frac1K \sum_k e^{a_k}` along an axis (mixtures of
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.scipy.special import erfcx, logsumexp, ndtr
 
-__all__ = ["log_h", "log1mexp", "normal_logpdf", "logmeanexp"]
+__all__ = ["log_h", "log_ei", "log1mexp", "normal_logpdf", "logmeanexp"]
 
 _C1 = 0.5 * math.log(2.0 * math.pi)
 _C2 = 0.5 * math.log(math.pi / 2.0)
@@ -54,6 +55,14 @@ def log_h(z: Array) -> Array:
     tail = -0.5 * z_mid**2 - _C1 - 2.0 * jnp.log(-z_mid)
     lower = jnp.where(z_mid > -1.0 / jnp.sqrt(eps), mid, tail)
     return jnp.where(z > -1.0, upper, lower)
+
+
+def log_ei(mean: Array, variance: Array, best: Array) -> Array:
+    """Log expected improvement below ``best`` of :math:`N(\\text{mean}, \\text{variance})`,
+    :math:`\\log\\sigma + \\log h((\\text{best} - \\text{mean})/\\sigma)` (finite far below
+    the support, where the plain EI underflows)."""
+    sigma = jnp.sqrt(variance)
+    return log_h((best - mean) / sigma) + jnp.log(sigma)
 
 
 def normal_logpdf(y: Array, loc: Array, scale: Array) -> Array:

@@ -61,16 +61,10 @@ from probkit._checks import (
     check_positive,
     check_positive_int,
 )
-from probkit.special import log_h
+from probkit.special import log_ei, log_h
 
 __all__ = ["log_h", "log_ei", "ei", "LogEI", "UCB", "QLogEI", "QUCB", "Thompson",
            "AcquisitionResult", "check_acquisition", "check_options", "optimize_acquisition"]
-
-
-def log_ei(mean: Array, variance: Array, best: Array) -> Array:
-    """Log expected improvement below ``best`` of :math:`N(\\text{mean}, \\text{variance})`."""
-    sigma = jnp.sqrt(variance)
-    return log_h((best - mean) / sigma) + jnp.log(sigma)
 
 
 def ei(mean: Array, variance: Array, best: Array) -> Array:

@@ -290,12 +290,23 @@ class GPFitted(Fitted):
         x = jnp.asarray(x, dtype=jnp.float64)
         return x, jnp.where(self.mask[None, :], self.kernel(x, self.x), 0.0)
 
+    def _mean_and_whitened(self, x):
+        """Query points, posterior mean and :math:`L^{-1} K_{x*}`; call inside x64."""
+        x, ks = self._cross(x)
+        return x, self.params.mean + ks @ self.alpha, jsl.solve_triangular(self.chol, ks.T,
+                                                                           lower=True)
+
     def _moments(self, x):
         with jax.enable_x64(True):
-            x, ks = self._cross(x)
-            mean = self.params.mean + ks @ self.alpha
-            v = jsl.solve_triangular(self.chol, ks.T, lower=True)
+            x, mean, v = self._mean_and_whitened(x)
             return mean, self.kernel(x, x) - v.T @ v
+
+    def marginals(self, x) -> tuple[Array, Array]:
+        """Posterior mean and marginal variance of ``f`` at ``x`` ``(q, d)``, without the
+        ``(q, q)`` covariance (pure; the mixture of :class:`GPMixtureFitted` vmaps it)."""
+        with jax.enable_x64(True):
+            x, mean, v = self._mean_and_whitened(x)
+            return mean, jnp.maximum(self.kernel.diag(x) - jnp.sum(v * v, axis=0), 0.0)
 
     def posterior_mean(self, x) -> Array:
         """Posterior mean :math:`\\mu_*` of ``f`` at ``x`` ``(q, d)`` alone: O(n) per point, no
@@ -338,19 +349,10 @@ class GPMixtureFitted(Fitted):
 
     def _marginals(self, x):
         """Per-draw means, latent variances ``(S, q)`` and noise variances ``(S,)``."""
+        if not isinstance(x, jax.core.Tracer):
+            x = check_inputs("x", x, self.components.x.shape[-1])
         with jax.enable_x64(True):
-            if not isinstance(x, jax.core.Tracer):
-                x = check_inputs("x", x, self.components.x.shape[-1])
-            x = jnp.asarray(x, dtype=jnp.float64)
-
-            def one(c: GPFitted):
-                kern = c.kernel
-                ks = jnp.where(c.mask[None, :], kern(x, c.x), 0.0)
-                v = jsl.solve_triangular(c.chol, ks.T, lower=True)
-                var = jnp.maximum(kern.diag(x) - jnp.sum(v * v, axis=0), 0.0)
-                return c.params.mean + ks @ c.alpha, var, c.noise
-
-            return jax.vmap(one)(self.components)
+            return jax.vmap(lambda c: (*c.marginals(x), c.noise))(self.components)
 
     def posterior(self, x) -> Mixture:
         """Posterior of the latent function at ``x`` ``(q, d)``: one GP per draw."""
@@ -567,10 +569,9 @@ class GP(Family):
                       progress_bar=progress_bar)
         total = self.num_chains * self.num_samples
         keep = np.linspace(0, total - 1, min(self.max_draws, total)).round().astype(int)
-        draws = GPParams(*(jnp.asarray(res.posterior[name]).reshape(total, -1)[keep]
-                           for name in GPParams._fields))
-        draws = draws._replace(log_variance=draws.log_variance[:, 0],
-                               log_noise=draws.log_noise[:, 0], mean=draws.mean[:, 0])
+        flat = {k: jnp.asarray(v).reshape(total, *np.shape(v)[2:])
+                for k, v in res.posterior.items()}  # (chain, draw, ...) -> (draw, ...)
+        draws = GPParams(*(flat[name][keep] for name in GPParams._fields))
         components = _condition_draws(draws, data, kernel_cls, self.noise_floor)
         return GPMixtureFitted(components,
                                jnp.asarray(int(np.sum(res.sample_stats["diverging"]))))
