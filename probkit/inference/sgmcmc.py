@@ -19,8 +19,14 @@ adaptive window (:func:`adapt_update`):
 
 After warm-up the preconditioner is frozen, so kept draws come from SG-MCMC with a constant mass
 matrix. With :math:`h` = ``step_size`` and :math:`\alpha h` = ``mdecay`` this is the adaptive
-SGHMC of Springenberg et al. (BOHAMIANN), up to its :math:`-h^4` noise correction (BlackJAX's
-``beta = 0``).
+SGHMC of Springenberg et al. (BOHAMIANN), including its noise correction: the minibatch
+gradient already injects noise of variance :math:`h^2 B` per step into :math:`p`, so the
+injected noise is reduced to :math:`2\alpha h - h^2 \hat B` with the gradient-noise estimate
+:math:`\hat B = s^2 \hat v = \hat v^{1/2}` in the preconditioned coordinates (Springenberg's
+:math:`-h^4` term in the original ones; BlackJAX's ``beta``), and to zero where the gradient
+noise alone is larger. Without it (``noise_correction=False``) the chain runs hot wherever the
+gradient noise is comparable with :math:`2\alpha h`: on the energy set's 100-unit BNN with a
+learned noise variance the noise came out 0.98 against NUTS's 0.40 (original units).
 
 Two levels:
 
@@ -129,13 +135,15 @@ def init(position) -> SGMCMCState:
 
 
 def step(key: Array, state: SGMCMCState, grad, *, step_size: float, mdecay: float = 0.01,
-         adapt: bool = False, precondition: bool = True,
-         method: str = "sghmc") -> SGMCMCState:
+         adapt: bool = False, precondition: bool = True, method: str = "sghmc",
+         noise_correction: bool = True) -> SGMCMCState:
     r"""One transition from ``state`` given ``grad``, an unbiased estimate of
     :math:`\nabla\log\pi` at ``state.position`` (pure, jittable).
 
     ``adapt`` updates the preconditioner estimates with ``grad`` first (warm-up);
-    ``precondition=False`` runs on the raw coordinates (:math:`s = 1`).
+    ``precondition=False`` runs on the raw coordinates (:math:`s = 1`); ``noise_correction``
+    subtracts the estimated gradient noise from the injected noise (SGHMC; see the module
+    docstring).
     """
     ad = adapt_update(state.adapt, grad) if adapt else state.adapt
     if precondition:
@@ -147,8 +155,19 @@ def step(key: Array, state: SGMCMCState, grad, *, step_size: float, mdecay: floa
     if method == "sgld":
         z, p = overdamped_langevin()(key, z, gz, step_size), state.momentum
     else:
-        z, p = sghmc_diffusion(alpha=mdecay / step_size, beta=0.0)(key, z, state.momentum, gz,
-                                                                   step_size)
+        alpha = mdecay / step_size
+        # per leaf: beta = B_hat = v_hat^(1/2) (no estimate, no correction, without the
+        # preconditioner), capped so that the injected variance h (2 alpha - h beta) stays >= 0
+        leaves, tree = jax.tree.flatten(z)
+        keys = jax.random.split(key, len(leaves))
+        betas = jax.tree.leaves(jax.tree.map(
+            lambda v: jnp.minimum(jnp.sqrt(v), 2.0 * alpha / step_size)
+            if noise_correction and precondition else jnp.zeros_like(v), ad.v))
+        out = [sghmc_diffusion(alpha=alpha, beta=b)(k, zi, pi, gi, step_size)
+               for k, zi, pi, gi, b in zip(keys, leaves, jax.tree.leaves(state.momentum),
+                                           jax.tree.leaves(gz), betas, strict=True)]
+        z = jax.tree.unflatten(tree, [o[0] for o in out])
+        p = jax.tree.unflatten(tree, [o[1] for o in out])
     position = jax.tree.map(lambda zi, si: zi * si, z, s)
     return SGMCMCState(position, p, ad, state.step + 1)
 
@@ -156,7 +175,8 @@ def step(key: Array, state: SGMCMCState, grad, *, step_size: float, mdecay: floa
 def sample(key: Array, position, grad_fn: Callable, *, num_warmup: int, num_samples: int,
            thinning: int, step_size: float = 0.01, mdecay: float = 0.01, adapt: bool = True,
            method: str = "sghmc", aux=None, gibbs_fn: Callable | None = None,
-           gibbs_every: int = 20, progress_rate: int | None = None):
+           gibbs_every: int = 20, progress_rate: int | None = None,
+           noise_correction: bool = True):
     r"""Run one chain and return ``num_samples`` draws, one every ``thinning`` transitions.
 
     Parameters
@@ -175,6 +195,9 @@ def sample(key: Array, position, grad_fn: Callable, *, num_warmup: int, num_samp
     adapt : bool
         Adapt and use the preconditioner (otherwise :math:`s = 1`).
     method : {"sghmc", "sgld"}
+    noise_correction : bool
+        Subtract the estimated minibatch-gradient noise from SGHMC's injected noise (see the
+        module docstring).
     aux : pytree, optional
         Auxiliary variables passed to ``grad_fn`` and updated by ``gibbs_fn``.
     gibbs_fn : callable, optional
@@ -195,7 +218,8 @@ def sample(key: Array, position, grad_fn: Callable, *, num_warmup: int, num_samp
         g = grad_fn(state.position, aux_, k_g)
         gibbs_now = state.step % gibbs_every == 0
         state = step(k_int, state, g, step_size=step_size, mdecay=mdecay,
-                     adapt=adapting and adapt, precondition=adapt, method=method)
+                     adapt=adapting and adapt, precondition=adapt, method=method,
+                     noise_correction=noise_correction)
         if gibbs_fn is not None:
             aux_ = jax.lax.cond(gibbs_now, lambda: gibbs_fn(k_gibbs, state.position, aux_),
                                 lambda: aux_)
@@ -280,8 +304,9 @@ def _check_data(data) -> int:
 def run(model: Callable, *data, key: Array, batch_size: int, num_warmup: int = 1000,
         num_samples: int = 1000, thinning: int = 1, num_chains: int = 4,
         step_size: float = 0.01, mdecay: float = 0.01, method: str = "sghmc",
-        adapt: bool = True, init_strategy: Callable = init_to_uniform,
-        log_likelihood_sites: bool = True, progress_bar: bool = True, **model_kwargs) -> Result:
+        adapt: bool = True, noise_correction: bool = True,
+        init_strategy: Callable = init_to_uniform, log_likelihood_sites: bool = True,
+        progress_bar: bool = True, **model_kwargs) -> Result:
     """Sample a NumPyro model with a minibatched likelihood by SGHMC or SGLD.
 
     Parameters
@@ -299,7 +324,7 @@ def run(model: Callable, *data, key: Array, batch_size: int, num_warmup: int = 1
         Warm-up transitions, kept draws per chain and transitions between kept draws.
     num_chains : int
         Independent chains (vmapped, each initialised by ``init_strategy``).
-    step_size, mdecay, method, adapt
+    step_size, mdecay, method, adapt, noise_correction
         As for :func:`sample`.
     log_likelihood_sites : bool
         Store the pointwise log-likelihood of the full data under every draw (for ``az.loo``).
@@ -358,7 +383,8 @@ def run(model: Callable, *data, key: Array, batch_size: int, num_warmup: int = 1
         def one(k, z):
             draws, _ = sample(k, z, grad_fn, num_warmup=num_warmup, num_samples=num_samples,
                               thinning=thinning, step_size=step_size, mdecay=mdecay,
-                              adapt=adapt, method=method, progress_rate=rate)
+                              adapt=adapt, method=method, progress_rate=rate,
+                              noise_correction=noise_correction)
             return draws
 
         draws = jax.vmap(one)(keys, z0)

@@ -288,12 +288,14 @@ class InvGammaPrior(eqx.Module):
 
 
 def bnn_model(x: Array, y: Array | None = None, *, prior, widths: tuple[int, ...] = (50,),
-              activation: str = "tanh", noise_var: float = 0.1) -> None:
+              activation: str = "tanh", noise_var: float = 0.1,
+              noise_prior: tuple[float, float] | None = None) -> None:
     r"""NumPyro model of BNN regression, :math:`y_i \sim N(f_\theta(x_i), \sigma^2_n)`.
 
     The weights follow ``prior`` (:class:`GaussianPrior` or :class:`InvGammaPrior`); the noise
-    variance is fixed (0.1 on standardised targets in Tran et al. 2022). Records the latent
-    function at ``x`` as the deterministic site ``"f"``.
+    variance is ``noise_var`` (0.1 on standardised targets in Tran et al. 2022) or, with
+    ``noise_prior=(a, b)``, the site ``"noise_var"`` :math:`\sim \mathrm{InvGamma}(a, b)`.
+    Records the latent function at ``x`` as the deterministic site ``"f"``.
 
     Examples
     --------
@@ -309,6 +311,8 @@ def bnn_model(x: Array, y: Array | None = None, *, prior, widths: tuple[int, ...
     template = mlp_template(x.shape[-1], widths, activation)
     net = prior.numpyro_sample(template)
     f = numpyro.deterministic("f", net(x))
+    if noise_prior is not None:
+        noise_var = numpyro.sample("noise_var", dist.InverseGamma(*noise_prior))
     numpyro.sample("y", dist.Normal(f, jnp.sqrt(noise_var)).to_event(1), obs=y)
 
 
