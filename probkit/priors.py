@@ -128,11 +128,13 @@ def _check_x(x, input_dim: int) -> None:
                          f"got {arr.shape}")
 
 
-def _draw(value: Hyper, key: Array, shape: tuple[int, ...]) -> Array:
+def _draw(value: Hyper | tuple[float, ...], key: Array, shape: tuple[int, ...]) -> Array:
     """A hyperparameter: a fixed value broadcast to ``shape``, or draws of a hyperprior (Gamma
     and inverse-Gamma ones without a rejection loop, :func:`probkit.draws.sample`)."""
     if isinstance(value, dist.Distribution):
         return draws.sample(value, key, shape)
+    if isinstance(value, tuple):                   # fixed ARD lengthscales, shape (input_dim,)
+        return jnp.asarray(value, jnp.result_type(float))
     return jnp.full(shape, value) if shape else jnp.asarray(value)
 
 
@@ -192,7 +194,7 @@ class GPPrior(_Sampler):
         from :mod:`probkit.kernels` taking ``lengthscale`` and ``variance``.
     lengthscale, variance : float or numpyro Distribution
         Kernel hyperparameters; a distribution is a hyperprior (lengthscales drawn per input
-        dimension).
+        dimension). ``lengthscale`` may also be ``input_dim`` fixed values (ARD).
     noise : float or Distribution
         Gaussian noise *variance* :math:`\sigma_n^2` (positive: it also keeps the Cholesky
         factorisation stable).
@@ -220,7 +222,7 @@ class GPPrior(_Sampler):
     """
 
     kernel: str | type[Kernel] = "rbf"
-    lengthscale: Hyper = 1.0
+    lengthscale: Hyper | tuple[float, ...] = 1.0
     variance: Hyper = 1.0
     noise: Hyper = 0.01
     period: Hyper = 1.0
@@ -240,9 +242,18 @@ class GPPrior(_Sampler):
             raise ValueError(f"kernel: expected a name or a probkit.kernels.Kernel subclass, "
                              f"got {kernel!r}")
         object.__setattr__(self, "kernel", kernel)
-        for name in ("lengthscale", "variance", "noise", "period", "student_t_scale"):
-            object.__setattr__(self, name, _check_hyper(name, getattr(self, name)))
         object.__setattr__(self, "input_dim", check_positive_int("input_dim", self.input_dim))
+        ls = self.lengthscale
+        if not isinstance(ls, dist.Distribution) and np.ndim(ls) == 1:  # ARD: one per input
+            arr = check_positive("lengthscale", ls)
+            if arr.shape != (self.input_dim,):
+                raise ValueError(f"lengthscale: expected one value or input_dim = "
+                                 f"{self.input_dim} values, got shape {arr.shape}")
+            object.__setattr__(self, "lengthscale", tuple(float(v) for v in arr))
+        for name in ("lengthscale", "variance", "noise", "period", "student_t_scale"):
+            value = getattr(self, name)
+            if not (name == "lengthscale" and isinstance(value, tuple)):
+                object.__setattr__(self, name, _check_hyper(name, value))
         object.__setattr__(self, "bounds", _check_bounds(self.bounds))
         if self.student_t_df is not None:
             check_positive("student_t_df", self.student_t_df)

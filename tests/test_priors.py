@@ -21,6 +21,21 @@ def test_gp_prior_covariance_matches_kernel_plus_noise():
     np.testing.assert_allclose(emp, ref, atol=0.06)  # s.e. of a covariance ~ 1.6 * sqrt(2/2e4)
 
 
+def test_gp_prior_with_ard_lengthscales_matches_the_dense_kernel():
+    from probkit.kernels import RBF
+
+    prior = GPPrior("rbf", lengthscale=[0.2, 1.5], variance=1.0, noise=0.05, input_dim=2)
+    assert prior.lengthscale == (0.2, 1.5) and prior.is_fixed
+    pts = jnp.array([[0.0, 0.0], [0.15, 0.0], [0.0, 0.9], [0.3, 1.2]])
+    data = prior.sample_at(jax.random.key(2), jnp.broadcast_to(pts, (20_000, 4, 2)))
+    ref = np.asarray(RBF(jnp.array([0.2, 1.5]), 1.0)(pts, pts)) + 0.05 * np.eye(4)
+    np.testing.assert_allclose(np.cov(np.asarray(data.y).T), ref, atol=0.05)
+    np.testing.assert_array_equal(np.asarray(data.params["lengthscale"][0]),
+                                  np.float32([0.2, 1.5]))
+    with pytest.raises(ValueError, match="^lengthscale"):
+        GPPrior("rbf", lengthscale=[0.2, 1.5, 1.0], input_dim=2)
+
+
 def test_gp_prior_draws_hyperparameters_per_dataset_and_inputs_in_bounds():
     prior = GPPrior("rbf", lengthscale=dist.Gamma(3.0, 6.0), variance=dist.Uniform(0.5, 2.0),
                     noise=0.01, input_dim=3, bounds=(-2.0, 2.0))

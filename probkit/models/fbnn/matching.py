@@ -135,8 +135,9 @@ class GPTarget(eqx.Module):
     Parameters
     ----------
     kernel : probkit.kernels.Kernel
-        A stationary kernel (RBF, Matern) or ``Periodic``, with one lengthscale value (a scalar,
-        or the same value in every input dimension).
+        A stationary kernel (RBF, Matern) or ``Periodic``; its lengthscale is a scalar or one
+        value per input dimension (ARD; a lengthscale hyperprior replaces it by one draw per
+        dimension).
     hyperpriors : dict, optional
     noise_var : float
         Variance of white noise added to the draws (0: latent function).
@@ -172,11 +173,10 @@ class GPTarget(eqx.Module):
         check_positive("noise_var", noise_var, allow_zero=True)
         check_positive("jitter", jitter, allow_zero=True)
         ls = np.ravel(np.asarray(kernel.lengthscale, dtype=np.float64))
-        if not np.all(ls == ls[0]):
-            raise ValueError("kernel: GPTarget draws through probkit.priors.GPPrior, which takes "
-                             f"one lengthscale value; got {ls.tolist()}")
         hyper = {nm: (hyperpriors or {}).get(nm, float(np.ravel(getattr(kernel, nm))[0]))
                  for nm in names}
+        if "lengthscale" not in (hyperpriors or {}) and not np.all(ls == ls[0]):
+            hyper["lengthscale"] = tuple(ls.tolist())            # ARD
         base_var = float(np.ravel(np.asarray(kernel.variance))[0])
         self.kernel = kernel
         self.hyperpriors = hyperpriors

@@ -219,7 +219,7 @@ def _latent_jit(fitted: FBNNFitted, x):
 
 def _sghmc_program(prior, template, xp, yp, n, keys, *, noise_var, noise_prior, batch_size,
                    num_warmup, num_samples, thinning, step_size, mdecay, gibbs_every,
-                   progress_rate):
+                   noise_correction, progress_rate):
     """All chains of SGHMC on the padded standardised data (one compiled program).
 
     The auxiliary Gibbs state is ``(layer variances, noise variance, Gibbs sweeps done)``;
@@ -273,7 +273,7 @@ def _sghmc_program(prior, template, xp, yp, n, keys, *, noise_var, noise_prior, 
                              num_warmup=num_warmup, num_samples=num_samples, thinning=thinning,
                              step_size=step_size, mdecay=mdecay,
                              gibbs_fn=gibbs if use_gibbs else None, gibbs_every=gibbs_every,
-                             progress_rate=progress_rate)
+                             noise_correction=noise_correction, progress_rate=progress_rate)
 
     thetas, (variances, noise, _) = jax.vmap(chain)(keys)
     nets = jax.vmap(jax.vmap(unravel))(thetas)
@@ -322,7 +322,10 @@ class FBNN(Family):
         ``mdecay=0.01`` (the paper's) mixes fast but runs warm where the minibatch noise is
         large; with a long budget ``mdecay=0.1`` is closer to the exact posterior (energy,
         100 tanh units, learned noise, 82k transitions: noise s.d. 0.48 against NUTS's 0.40,
-        0.76 with 0.01; ``benchmarks/fbnn.py`` uses it), and too slow for short runs.
+        0.76 with 0.01: ``benchmarks/sghmc_vs_nuts.py``; ``benchmarks/fbnn.py`` uses it), and
+        too slow for short runs.
+    noise_correction : bool
+        SGHMC's minibatch-noise correction (:func:`probkit.inference.sgmcmc.step`).
 
     Examples
     --------
@@ -360,6 +363,7 @@ class FBNN(Family):
     step_size: float = eqx.field(static=True, default=0.01)
     mdecay: float = eqx.field(static=True, default=0.01)
     gibbs_every: int = eqx.field(static=True, default=20)
+    noise_correction: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         for w in self.widths:
@@ -471,7 +475,8 @@ class FBNN(Family):
                 noise_prior=self.noise_prior if self.learn_noise else None,
                 num_warmup=self.num_warmup, num_samples=self.num_samples,
                 thinning=self.thinning, step_size=self.step_size, mdecay=self.mdecay,
-                gibbs_every=self.gibbs_every, progress_rate=max(total // 50, 1))
+                gibbs_every=self.gibbs_every, noise_correction=self.noise_correction,
+                progress_rate=max(total // 50, 1))
             return jax.block_until_ready(out)
         finally:
             if progress_bar:

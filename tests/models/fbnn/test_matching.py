@@ -43,11 +43,9 @@ def test_nonpositive_target_kernel_rejected(field, value):
         GPTarget(bad)
 
 
-def test_target_takes_one_lengthscale_and_known_hyperparameters():
+def test_target_takes_known_hyperparameters_only():
     import numpyro.distributions as dist
 
-    with pytest.raises(ValueError, match="^kernel"):
-        GPTarget(RBF(jnp.array([0.5, 1.0])))
     with pytest.raises(ValueError, match="^hyperpriors"):
         GPTarget(RBF(1.0), hyperpriors={"period": dist.LogNormal(0.0, 1.0)})
 
@@ -93,6 +91,10 @@ def test_gp_target_covariance_and_hyperpriors():
     k = RBF(0.7, 1.5)
     draws = GPTarget(k).sample(KEY, x, 20000)
     np.testing.assert_allclose(np.cov(np.asarray(draws).T), k(x, x), atol=0.08)
+    ard = RBF(jnp.array([0.4, 2.0]), 1.2)           # one lengthscale per input (ARD)
+    x2 = jnp.array([[0.0, 0.0], [0.5, 0.0], [0.0, 1.5], [0.3, 0.8]])
+    draws2 = GPTarget(ard).sample(KEY, x2, 20000)
+    np.testing.assert_allclose(np.cov(np.asarray(draws2).T), ard(x2, x2), atol=0.07)
     hier = GPTarget(k, hyperpriors={"variance": dist.LogNormal(0.0, 0.5)})
     v = jnp.var(hier.sample(KEY, x, 20000)[:, 0])
     np.testing.assert_allclose(v, np.exp(0.125), rtol=0.08)   # E[LogNormal(0, 0.5)]
